@@ -1,0 +1,1 @@
+"""nhi-nac: network admission service and internal CA for non-human identities."""
