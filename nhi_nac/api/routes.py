@@ -1,0 +1,231 @@
+"""The /api/v1 routes, declared once: the table drives both aiohttp and the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from nhi_nac import apitokens
+from nhi_nac.apitokens import Principal, Role
+from nhi_nac.domain import IdentityRef, parse_scope
+from nhi_nac.errors import InvalidInput
+from nhi_nac.importer import import_identities, parse_import
+from nhi_nac.inventory import Inventory, NewIdentity
+from nhi_nac.views import to_json
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+INVENTORY: web.AppKey[Inventory] = web.AppKey("inventory", Inventory)
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+
+READ_ROLES = frozenset(Role)
+ADMIN = frozenset({Role.ADMIN})
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    roles: frozenset[Role]
+    body: dict[str, Any] | None = None
+    query: tuple[str, ...] = field(default=())
+    ok: int = 200
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(to_json(data), status=status)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"request body is not JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("request body must be a JSON object")
+    return data
+
+
+def _actor(request: web.Request) -> str:
+    return request[PRINCIPAL].actor
+
+
+def _ref(request: web.Request) -> IdentityRef:
+    return IdentityRef.parse(f"{request.match_info['kind']}/{request.match_info['name']}")
+
+
+def _int(request: web.Request, name: str, default: int) -> int:
+    try:
+        return int(request.query.get(name, default))
+    except ValueError:
+        raise InvalidInput(f"query parameter {name} must be an integer") from None
+
+
+def _str(data: dict[str, Any], key: str, required: bool = False) -> str:
+    value = data.get(key, "")
+    if not isinstance(value, str):
+        raise InvalidInput(f"{key} must be a string")
+    if required and not value:
+        raise InvalidInput(f"{key} is required")
+    return value
+
+
+async def list_owners(request: web.Request) -> web.Response:
+    return _json(await request.app[INVENTORY].list_owners())
+
+
+async def add_owner(request: web.Request) -> web.Response:
+    d = await _body(request)
+    owner = await request.app[INVENTORY].add_owner(
+        _str(d, "email", True), _str(d, "name", True), _str(d, "team"), actor=_actor(request))
+    return _json(owner, 201)
+
+
+async def offboard_owner(request: web.Request) -> web.Response:
+    d = await _body(request) if request.can_read_body else {}
+    report = await request.app[INVENTORY].offboard_owner(
+        request.match_info["email"], _str(d, "reassign_to") or None, actor=_actor(request))
+    return _json(report)
+
+
+async def list_identities(request: web.Request) -> web.Response:
+    q = request.query
+    scope = parse_scope(q.getall("scope", []))
+    rows = await request.app[INVENTORY].list_identities(
+        kind=q.get("kind"), scope=scope, status=q.get("status"), owner=q.get("owner"),
+        limit=_int(request, "limit", 1000), offset=_int(request, "offset", 0))
+    return _json(rows)
+
+
+async def add_identity(request: web.Request) -> web.Response:
+    d = await _body(request)
+    scope = d.get("scope") or {}
+    if isinstance(scope, list):
+        scope = parse_scope(scope)
+    macs = d.get("macs") or []
+    if not isinstance(scope, dict) or not isinstance(macs, list):
+        raise InvalidInput("scope must be an object and macs a list")
+    allow_mab = d.get("allow_mab", False)
+    if not isinstance(allow_mab, bool):
+        raise InvalidInput("allow_mab must be true or false")
+    new = NewIdentity.build(
+        kind=_str(d, "kind", True), name=_str(d, "name", True), owner=_str(d, "owner") or None,
+        scope=scope, macs=[str(m) for m in macs], parent=_str(d, "parent") or None,
+        allow_mab=allow_mab, description=_str(d, "description"))
+    return _json(await request.app[INVENTORY].add_identity(new, actor=_actor(request)), 201)
+
+
+async def show_identity(request: web.Request) -> web.Response:
+    return _json(await request.app[INVENTORY].get_identity(_ref(request)))
+
+
+def _status_change(status: str) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        view = await request.app[INVENTORY].set_status(_ref(request), status,
+                                                       actor=_actor(request))
+        return _json(view)
+    return handler
+
+
+async def list_nas(request: web.Request) -> web.Response:
+    return _json(await request.app[INVENTORY].list_nas())
+
+
+async def add_nas(request: web.Request) -> web.Response:
+    d = await _body(request)
+    require_ma = d.get("require_message_authenticator", True)
+    if not isinstance(require_ma, bool):
+        raise InvalidInput("require_message_authenticator must be true or false")
+    nas = await request.app[INVENTORY].add_nas(
+        _str(d, "name", True), _str(d, "address", True), _str(d, "secret", True),
+        _str(d, "vendor") or "generic", _str(d, "site"), require_ma, actor=_actor(request))
+    return _json(nas, 201)
+
+
+async def remove_nas(request: web.Request) -> web.Response:
+    await request.app[INVENTORY].remove_nas(request.match_info["name"], actor=_actor(request))
+    return web.Response(status=204)
+
+
+async def import_file(request: web.Request) -> web.Response:
+    ctype = request.content_type
+    if ctype not in ("application/json", "text/csv"):
+        raise InvalidInput("import body must be application/json or text/csv")
+    name = "request.json" if ctype == "application/json" else "request.csv"
+    owners, rows = parse_import(await request.read(), name)
+    report = await import_identities(request.app[INVENTORY], owners, rows,
+                                     actor=_actor(request), source="api")
+    return _json(report, 201)
+
+
+async def audit_list(request: web.Request) -> web.Response:
+    entries = await request.app[INVENTORY].audit_entries(
+        limit=_int(request, "limit", 50), target=request.query.get("target"))
+    return _json(entries)
+
+
+async def audit_verify(request: web.Request) -> web.Response:
+    verdict = await request.app[INVENTORY].verify_audit()
+    return _json({"ok": verdict.ok, "records": verdict.records, "bad_seq": verdict.bad_seq,
+                  "reason": verdict.reason, "message": verdict.describe()},
+                 200 if verdict.ok else 409)
+
+
+async def list_api_tokens(request: web.Request) -> web.Response:
+    return _json(await apitokens.list_tokens(request.app[INVENTORY]))
+
+
+async def create_api_token(request: web.Request) -> web.Response:
+    d = await _body(request)
+    token = await apitokens.create_token(request.app[INVENTORY], _str(d, "name", True),
+                                         _str(d, "role", True), actor=_actor(request))
+    return _json({"name": d["name"], "role": d["role"], "token": token}, 201)
+
+
+async def revoke_api_token(request: web.Request) -> web.Response:
+    await apitokens.revoke_token(request.app[INVENTORY], request.match_info["name"],
+                                 actor=_actor(request))
+    return web.Response(status=204)
+
+
+_OWNER = {"email": "string", "name": "string", "team": "string"}
+_IDENTITY = {"kind": "string", "name": "string", "owner": "string", "scope": "object",
+             "macs": "array", "parent": "string", "allow_mab": "boolean", "description": "string"}
+_NAS = {"name": "string", "address": "string", "secret": "string", "vendor": "string",
+        "site": "string", "require_message_authenticator": "boolean"}
+_IDENT_PATH = "/api/v1/identities/{kind}/{name}"
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/api/v1/owners", list_owners, "List owners", READ_ROLES),
+    Route("POST", "/api/v1/owners", add_owner, "Add an owner", ADMIN, _OWNER, ok=201),
+    Route("POST", "/api/v1/owners/{email}/offboard", offboard_owner,
+          "Mark an owner departed; report or reassign what it leaves", ADMIN,
+          {"reassign_to": "string"}),
+    Route("GET", "/api/v1/identities", list_identities, "List identities", READ_ROLES,
+          query=("kind", "status", "owner", "scope", "limit", "offset")),
+    Route("POST", "/api/v1/identities", add_identity, "Add an identity (owner required)",
+          ADMIN, _IDENTITY, ok=201),
+    Route("GET", _IDENT_PATH, show_identity, "Show one identity", READ_ROLES),
+    Route("POST", _IDENT_PATH + "/suspend", _status_change("suspended"), "Suspend", ADMIN),
+    Route("POST", _IDENT_PATH + "/reactivate", _status_change("active"), "Reactivate", ADMIN),
+    Route("POST", _IDENT_PATH + "/retire", _status_change("retired"), "Retire (final)", ADMIN),
+    Route("GET", "/api/v1/nas", list_nas, "List NAS clients", READ_ROLES),
+    Route("POST", "/api/v1/nas", add_nas, "Add a NAS client", ADMIN, _NAS, ok=201),
+    Route("DELETE", "/api/v1/nas/{name}", remove_nas, "Remove a NAS client", ADMIN, ok=204),
+    Route("POST", "/api/v1/import", import_file, "Bulk import (CSV or JSON), all or nothing",
+          ADMIN, {"identities": "array", "owners": "array"}, ok=201),
+    Route("GET", "/api/v1/audit", audit_list, "Latest audit records", READ_ROLES,
+          query=("limit", "target")),
+    Route("GET", "/api/v1/audit/verify", audit_verify, "Verify the audit hash chain",
+          READ_ROLES),
+    Route("GET", "/api/v1/api-tokens", list_api_tokens, "List API tokens", ADMIN),
+    Route("POST", "/api/v1/api-tokens", create_api_token, "Create an API token", ADMIN,
+          {"name": "string", "role": "string"}, ok=201),
+    Route("DELETE", "/api/v1/api-tokens/{name}", revoke_api_token, "Revoke an API token",
+          ADMIN, ok=204),
+)

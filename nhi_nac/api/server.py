@@ -1,0 +1,122 @@
+"""The aiohttp application: middlewares (errors, auth, metrics) around the route table."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from sqlalchemy import text
+
+from nhi_nac import apitokens
+from nhi_nac.api.openapi import openapi_document
+from nhi_nac.api.problem import problem
+from nhi_nac.api.routes import INVENTORY, PRINCIPAL, ROUTES, Handler, Route
+from nhi_nac.errors import Forbidden, NhiError, Unauthorized
+from nhi_nac.inventory import Inventory
+
+log = structlog.get_logger("nhi_nac.api")
+
+REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
+ROUTE_INFO = "route_info"
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"})
+
+
+class ApiMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter("nhi_api_requests", "API requests by route and status",
+                                ["method", "route", "status"], registry=registry)
+        self.latency = Histogram("nhi_api_request_seconds", "API request latency",
+                                 ["method", "route"], registry=registry)
+
+
+METRICS: web.AppKey[ApiMetrics] = web.AppKey("metrics", ApiMetrics)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except NhiError as exc:
+        return problem(exc.status, exc.title, exc.message)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return problem(413, "Request too large", exc.text or "request body too large")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem(exc.status, exc.reason, exc.text or exc.reason)
+    except Exception:
+        log.exception("api.internal_error", path=request.path)
+        return problem(500, "Internal error", "the server failed; see its log")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route: Route | None = getattr(request.match_info.route, ROUTE_INFO, None) if \
+        request.match_info.route else None
+    if route is None:
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("missing bearer API token")
+    principal = await apitokens.authenticate(request.app[INVENTORY], token.strip())
+    if principal.role not in route.roles:
+        raise Forbidden(f"role {principal.role.value} may not {route.summary.lower()}")
+    request[PRINCIPAL] = principal
+    return await handler(request)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    start = time.perf_counter()
+    resource = request.match_info.route.resource
+    name = resource.canonical if resource is not None else "unmatched"
+    response = await handler(request)
+    m = request.app[METRICS]
+    m.requests.labels(request.method, name, str(response.status)).inc()
+    m.latency.labels(request.method, name).observe(time.perf_counter() - start)
+    return response
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        async with request.app[INVENTORY].db.read() as s:
+            await s.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - readiness reports any backend failure
+        return problem(503, "Not ready", f"database unreachable: {type(exc).__name__}")
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(_request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+def make_app(inventory: Inventory, max_body: int = 1_048_576,
+             registry: CollectorRegistry | None = None) -> web.Application:
+    app = web.Application(
+        client_max_size=max_body,
+        middlewares=[metrics_middleware, errors_middleware, auth_middleware],
+    )
+    app[INVENTORY] = inventory
+    app[REGISTRY] = registry or CollectorRegistry()
+    app[METRICS] = ApiMetrics(app[REGISTRY])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    for route in ROUTES:
+        r = app.router.add_route(route.method, route.path, route.handler)
+        setattr(r, ROUTE_INFO, route)
+    return app

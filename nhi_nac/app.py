@@ -1,0 +1,93 @@
+"""The one wiring place: builds every component from a Config.
+
+Nothing else reads configuration; components receive what they need as arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+
+from nhi_nac.api.server import make_app
+from nhi_nac.config import Config
+from nhi_nac.events import EventRelay
+from nhi_nac.inventory import Inventory, utcnow
+from nhi_nac.sdnotify import notify
+from nhi_nac.storage.db import Database
+
+log = structlog.get_logger("nhi_nac")
+
+
+@dataclass
+class Services:
+    config: Config
+    db: Database
+    inventory: Inventory
+    relay: EventRelay
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+def build(config: Config) -> Services:
+    db = Database(config.effective_database_url)
+    inventory = Inventory(db, utcnow)
+    return Services(config, db, inventory, EventRelay(db, utcnow))
+
+
+def ensure_data_dir(config: Config) -> None:
+    path = config.data_path
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+async def initialise(config: Config) -> list[str]:
+    """Create what a fresh install needs; safe to run again. Returns what it did."""
+    done: list[str] = []
+    ensure_data_dir(config)
+    services = build(config)
+    try:
+        before = await services.db.current_revision()
+        await services.db.upgrade()
+        after = await services.db.current_revision()
+        done.append(f"database at migration {after}" + (" (was {before})" if before and
+                                                          before != after else ""))
+    finally:
+        await services.close()
+    return done
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+    """Run the API (and, as they land, RADIUS) until SIGTERM/SIGINT or ``stop``."""
+    services = build(config)
+    await services.db.check_schema()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    app = make_app(services.inventory, config.api.max_body)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = config.api_host_port
+    site = web.TCPSite(runner, host, port)
+    relay_task = asyncio.create_task(services.relay.run())
+    try:
+        await site.start()
+        log.info("api.listening", address=f"{host}:{port}")
+        notify("READY=1\nSTATUS=serving")
+        await stop.wait()
+        notify("STOPPING=1")
+    finally:
+        relay_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay_task
+        await runner.cleanup()
+        await services.close()
+        log.info("stopped")

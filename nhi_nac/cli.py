@@ -1,0 +1,339 @@
+"""The ``nhi-nac`` command line.
+
+Admin commands work on the database directly (like a local admin tool), each change
+audited with the actor ``cli:<user>``. Output is a table for people or JSON with
+``--json``; any error prints one line to stderr and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from nhi_nac import apitokens
+from nhi_nac.app import Services, build, initialise, serve
+from nhi_nac.config import Config, load_config
+from nhi_nac.domain import IdentityRef, format_scope, parse_scope
+from nhi_nac.errors import NhiError
+from nhi_nac.importer import import_identities, parse_import
+from nhi_nac.inventory import NewIdentity
+from nhi_nac.logs import configure_logging
+from nhi_nac.views import IdentityView, to_json
+
+EXIT_ERROR = 1
+EXIT_AUDIT_FAILED = 3
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    cells = [[str(c) if c is not None else "-" for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _emit(args: argparse.Namespace, data: Any, human: Callable[[], str]) -> None:
+    if args.json:
+        print(json.dumps(to_json(data), indent=2))
+    else:
+        print(human())
+
+
+def _identity_text(v: IdentityView) -> str:
+    lines = [
+        f"identity     {v.ref}",
+        f"status       {v.status}",
+        f"owner        {v.owner} ({v.owner_status})",
+        f"scope        {format_scope(v.scope) or '-'}",
+        f"macs         {', '.join(v.macs) or '-'}",
+        f"mab          {'allowed' if v.allow_mab else 'no'}",
+        f"parent       {v.parent or '-'}", f"created      {v.created_at.isoformat()}",
+        f"last rotated {v.last_rotated_at.isoformat() if v.last_rotated_at else '-'}",
+        f"expires      {v.expires_at.isoformat() if v.expires_at else '-'}",
+        f"last seen    {v.last_seen_at.isoformat() if v.last_seen_at else '-'}",
+        f"retired      {v.retired_at.isoformat() if v.retired_at else '-'}",
+    ]
+    if v.credentials:
+        lines.append("credentials:")
+        lines.append(_table([(c.type, c.serial, c.fingerprint[:16], c.status,
+                              c.expires_at.isoformat() if c.expires_at else None)
+                             for c in v.credentials],
+                            ("type", "serial", "fingerprint", "status", "expires")))
+    return "\n".join(lines)
+
+
+# -- command handlers: each takes (args, services) -------------------------------------
+
+async def cmd_owner_add(a: argparse.Namespace, s: Services) -> int:
+    o = await s.inventory.add_owner(a.email, a.name, a.team or "", actor=_actor())
+    _emit(a, o, lambda: f"owner {o.email} added")
+    return 0
+
+
+async def cmd_owner_list(a: argparse.Namespace, s: Services) -> int:
+    owners = await s.inventory.list_owners()
+    _emit(a, owners, lambda: _table([(o.email, o.name, o.team, o.status, o.identities)
+                                     for o in owners],
+                                    ("email", "name", "team", "status", "identities")))
+    return 0
+
+
+async def cmd_owner_offboard(a: argparse.Namespace, s: Services) -> int:
+    r = await s.inventory.offboard_owner(a.email, a.reassign_to, actor=_actor())
+
+    def human() -> str:
+        if r.reassigned_to:
+            return (f"owner {r.owner} departed; {len(r.reassigned)} identities reassigned to "
+                    f"{r.reassigned_to}")
+        text = f"owner {r.owner} departed; {len(r.orphaned)} identities left orphaned"
+        return "\n".join([text, *("  " + ref for ref in r.orphaned)])
+    _emit(a, r, human)
+    return 0
+
+
+async def cmd_identity_add(a: argparse.Namespace, s: Services) -> int:
+    new = NewIdentity.build(kind=a.kind, name=a.name, owner=a.owner, scope=parse_scope(a.scope),
+                            macs=a.mac, parent=a.parent, allow_mab=a.allow_mab,
+                            description=a.description or "")
+    v = await s.inventory.add_identity(new, actor=_actor())
+    _emit(a, v, lambda: f"identity {v.ref} added (owner {v.owner})")
+    return 0
+
+
+async def cmd_identity_list(a: argparse.Namespace, s: Services) -> int:
+    rows = await s.inventory.list_identities(kind=a.kind, scope=parse_scope(a.scope),
+                                             status=a.status, owner=a.owner, limit=a.limit)
+    _emit(a, rows, lambda: _table([(v.ref, v.status, v.owner, format_scope(v.scope),
+                                    ",".join(v.macs)) for v in rows],
+                                  ("identity", "status", "owner", "scope", "macs")))
+    return 0
+
+
+async def cmd_identity_show(a: argparse.Namespace, s: Services) -> int:
+    v = await s.inventory.get_identity(IdentityRef.parse(a.ref))
+    _emit(a, v, lambda: _identity_text(v))
+    return 0
+
+
+def _status_cmd(status: str) -> Callable[[argparse.Namespace, Services], Awaitable[int]]:
+    async def cmd(a: argparse.Namespace, s: Services) -> int:
+        v = await s.inventory.set_status(IdentityRef.parse(a.ref), status, actor=_actor())
+        _emit(a, v, lambda: f"identity {v.ref} is now {v.status}")
+        return 0
+    return cmd
+
+
+async def cmd_nas_add(a: argparse.Namespace, s: Services) -> int:
+    secret = a.secret
+    if secret == "-":
+        secret = sys.stdin.readline().strip()
+    n = await s.inventory.add_nas(a.name, a.address, secret, a.vendor, a.site or "",
+                                  not a.allow_missing_message_authenticator, actor=_actor())
+    _emit(a, n, lambda: f"NAS {n.name} ({n.address}) added")
+    return 0
+
+
+async def cmd_nas_list(a: argparse.Namespace, s: Services) -> int:
+    rows = await s.inventory.list_nas()
+    _emit(a, rows, lambda: _table([(n.name, n.address, n.vendor, n.site,
+                                    "required" if n.require_message_authenticator else "RELAXED")
+                                   for n in rows],
+                                  ("name", "address", "vendor", "site", "message-auth")))
+    return 0
+
+
+async def cmd_nas_remove(a: argparse.Namespace, s: Services) -> int:
+    await s.inventory.remove_nas(a.name, actor=_actor())
+    _emit(a, {"removed": a.name}, lambda: f"NAS {a.name} removed")
+    return 0
+
+
+async def cmd_import(a: argparse.Namespace, s: Services) -> int:
+    path = Path(a.file)
+    try:
+        data = path.read_bytes()  # noqa: ASYNC240 - a one-shot CLI, nothing else runs
+    except OSError as exc:
+        raise NhiError(f"{path}: {exc.strerror}") from None
+    owners, rows = parse_import(data, path.name)
+    report = await import_identities(s.inventory, owners, rows, actor=_actor(), source=path.name)
+    _emit(a, report, lambda: f"imported {report.created} identities from {path.name}")
+    return 0
+
+
+async def cmd_audit_verify(a: argparse.Namespace, s: Services) -> int:
+    verdict = await s.inventory.verify_audit()
+    _emit(a, {"ok": verdict.ok, "records": verdict.records, "bad_seq": verdict.bad_seq,
+              "reason": verdict.reason}, verdict.describe)
+    return 0 if verdict.ok else EXIT_AUDIT_FAILED
+
+
+async def cmd_audit_show(a: argparse.Namespace, s: Services) -> int:
+    rows = await s.inventory.audit_entries(limit=a.limit, target=a.target)
+    _emit(a, rows, lambda: _table([(e.seq, e.at.isoformat(timespec="seconds"), e.actor, e.action,
+                                    e.target) for e in rows],
+                                  ("seq", "at", "actor", "action", "target")))
+    return 0
+
+
+async def cmd_token_create(a: argparse.Namespace, s: Services) -> int:
+    token = await apitokens.create_token(s.inventory, a.name, a.role, actor=_actor())
+    _emit(a, {"name": a.name, "role": a.role, "token": token}, lambda: token)
+    return 0
+
+
+async def cmd_token_revoke(a: argparse.Namespace, s: Services) -> int:
+    await apitokens.revoke_token(s.inventory, a.name, actor=_actor())
+    _emit(a, {"revoked": a.name}, lambda: f"API token {a.name} revoked")
+    return 0
+
+
+async def cmd_token_list(a: argparse.Namespace, s: Services) -> int:
+    rows = await apitokens.list_tokens(s.inventory)
+    _emit(a, rows, lambda: _table([(r["name"], r["role"], r["created_at"], r["revoked_at"])
+                                   for r in rows], ("name", "role", "created", "revoked")))
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    # --config and --json may stand before or after the subcommand; the subcommands'
+    # copies default to SUPPRESS so they do not overwrite a value given earlier.
+    p = argparse.ArgumentParser(prog="nhi-nac",
+                                description="Network admission and internal CA for NHIs")
+    p.add_argument("--config", help="TOML file (default: $NHI_NAC_CONFIG)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable output")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("init", parents=[common], help="create the data directory and database")
+    sub.add_parser("serve", parents=[common], help="run the service")
+    sub.add_parser("config", parents=[common], help="print the effective configuration")
+
+    owner = sub.add_parser("owner", help="human owners").add_subparsers(dest="sub", required=True)
+    o = owner.add_parser("add", parents=[common])
+    o.add_argument("email")
+    o.add_argument("--name", required=True)
+    o.add_argument("--team")
+    o.set_defaults(fn=cmd_owner_add)
+    owner.add_parser("list", parents=[common]).set_defaults(fn=cmd_owner_list)
+    o = owner.add_parser("offboard", parents=[common])
+    o.add_argument("email")
+    o.add_argument("--reassign-to")
+    o.set_defaults(fn=cmd_owner_offboard)
+
+    ident = sub.add_parser("identity", help="the inventory").add_subparsers(dest="sub",
+                                                                              required=True)
+    i = ident.add_parser("add", parents=[common])
+    i.add_argument("kind")
+    i.add_argument("name")
+    i.add_argument("--owner", help="owner email (required)")
+    i.add_argument("--scope", action="append", default=[], metavar="K=V")
+    i.add_argument("--mac", action="append", default=[])
+    i.add_argument("--parent", metavar="KIND/NAME")
+    i.add_argument("--allow-mab", action="store_true", help="allow MAC-auth-bypass")
+    i.add_argument("--description")
+    i.set_defaults(fn=cmd_identity_add)
+    i = ident.add_parser("list", parents=[common])
+    i.add_argument("--kind")
+    i.add_argument("--scope", action="append", default=[], metavar="K=V")
+    i.add_argument("--status")
+    i.add_argument("--owner")
+    i.add_argument("--limit", type=int, default=1000)
+    i.set_defaults(fn=cmd_identity_list)
+    for name, fn in (("show", cmd_identity_show), ("suspend", _status_cmd("suspended")),
+                     ("retire", _status_cmd("retired")), ("reactivate", _status_cmd("active"))):
+        i = ident.add_parser(name, parents=[common])
+        i.add_argument("ref", metavar="KIND/NAME")
+        i.set_defaults(fn=fn)
+
+    nas = sub.add_parser("nas", help="RADIUS clients").add_subparsers(dest="sub", required=True)
+    n = nas.add_parser("add", parents=[common])
+    n.add_argument("name")
+    n.add_argument("--address", required=True, metavar="IP_OR_CIDR")
+    n.add_argument("--secret", required=True, help="shared secret, or - to read it from stdin")
+    n.add_argument("--vendor", default="generic",
+                   choices=["generic", "cisco", "aruba", "juniper", "hostapd"])
+    n.add_argument("--site")
+    n.add_argument("--allow-missing-message-authenticator", action="store_true",
+                   help="UNSAFE (Blast-RADIUS): accept Access-Requests without it")
+    n.set_defaults(fn=cmd_nas_add)
+    nas.add_parser("list", parents=[common]).set_defaults(fn=cmd_nas_list)
+    n = nas.add_parser("remove", parents=[common])
+    n.add_argument("name")
+    n.set_defaults(fn=cmd_nas_remove)
+
+    imp = sub.add_parser("import", parents=[common], help="bulk import from CSV or JSON")
+    imp.add_argument("file")
+    imp.set_defaults(fn=cmd_import)
+
+    aud = sub.add_parser("audit", help="the audit chain").add_subparsers(dest="sub", required=True)
+    aud.add_parser("verify", parents=[common]).set_defaults(fn=cmd_audit_verify)
+    x = aud.add_parser("show", parents=[common])
+    x.add_argument("--limit", type=int, default=50)
+    x.add_argument("--target")
+    x.set_defaults(fn=cmd_audit_show)
+
+    tok = sub.add_parser("api-token", help="API tokens").add_subparsers(dest="sub", required=True)
+    t = tok.add_parser("create", parents=[common])
+    t.add_argument("name")
+    t.add_argument("--role", required=True, choices=["admin", "auditor", "enroller"])
+    t.set_defaults(fn=cmd_token_create)
+    t = tok.add_parser("revoke", parents=[common])
+    t.add_argument("name")
+    t.set_defaults(fn=cmd_token_revoke)
+    tok.add_parser("list", parents=[common]).set_defaults(fn=cmd_token_list)
+    return p
+
+
+async def _run_command(args: argparse.Namespace, config: Config) -> int:
+    services = build(config)
+    try:
+        await services.db.check_schema()
+        code: int = await args.fn(args, services)
+        return code
+    finally:
+        await services.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        configure_logging(config.log.format, config.log.level)
+        if args.command == "init":
+            for line in asyncio.run(initialise(config)):
+                print(line)
+            return 0
+        if args.command == "serve":
+            asyncio.run(serve(config))
+            return 0
+        if args.command == "config":
+            print(json.dumps(to_json(config), indent=2))
+            return 0
+        return asyncio.run(_run_command(args, config))
+    except NhiError as exc:
+        print(f"nhi-nac: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

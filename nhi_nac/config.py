@@ -1,0 +1,268 @@
+"""Configuration: one TOML file, every key with a default, overridable from the environment.
+
+Precedence, lowest first: built-in defaults, the TOML file (``--config`` or
+``NHI_NAC_CONFIG``), then ``NHI_NAC_<SECTION>_<KEY>`` variables (top-level keys are
+``NHI_NAC_<KEY>``; lists and tables are JSON). Every value is checked once here; an
+invalid one raises :class:`ConfigError` naming the key, and start-up stops.
+
+Only :mod:`nhi_nac.app` and the CLI entry point call :func:`load_config`; nothing else
+reads files or the environment for settings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from nhi_nac.errors import ConfigError
+
+ENV_PREFIX = "NHI_NAC_"
+_TRUST_DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+CONFIG_ENV = "NHI_NAC_CONFIG"
+
+
+@dataclass(frozen=True)
+class RadiusConfig:
+    listen: tuple[str, ...] = ("127.0.0.1", "::1")
+    auth_port: int = 1812
+    acct_port: int = 1813
+    #: What to do when the database cannot be reached: "reject" or "drop"; never accept.
+    on_backend_error: str = "reject"
+    #: Per-kind default VLAN until a segment map assigns one; 0 = reject.
+    fallback_vlan: int = 0
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    listen: str = "127.0.0.1:8080"
+    #: Largest request body accepted, in bytes.
+    max_body: int = 1_048_576
+    #: Public base URL used in certificates (CRL and OCSP locations); empty = http://<listen>.
+    public_url: str = ""
+
+
+@dataclass(frozen=True)
+class CaConfig:
+    trust_domain: str = "nhi.example"
+    key_type: str = "p256"
+    #: Where the intermediate key passphrase comes from: "file:PATH", "env:VAR",
+    #: "credential:NAME" (systemd LoadCredential), or "" for a file generated in data_dir.
+    passphrase: str = ""
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    url: str = ""
+    site: str = "default"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    #: "auto" (JSON unless stderr is a terminal), "json" or "console".
+    format: str = "auto"
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: str = "./.nhi-nac"
+    database_url: str = ""
+    radius: RadiusConfig = field(default_factory=RadiusConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    ca: CaConfig = field(default_factory=CaConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def effective_database_url(self) -> str:
+        """The SQLAlchemy async URL: the configured one, or SQLite in the data directory."""
+        if self.database_url:
+            return normalize_database_url(self.database_url)
+        return f"sqlite+aiosqlite:///{(self.data_path / 'nhi-nac.db').resolve()}"
+
+    @property
+    def api_host_port(self) -> tuple[str, int]:
+        return split_host_port(self.api.listen, "api.listen")
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "radius": RadiusConfig,
+    "api": ApiConfig,
+    "ca": CaConfig,
+    "mqtt": MqttConfig,
+    "log": LogConfig,
+}
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept plain ``postgresql://`` URLs and pick the async driver."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite://") and not url.startswith("sqlite+aiosqlite://"):
+        return "sqlite+aiosqlite://" + url.split("://", 1)[1]
+    return url
+
+
+def split_host_port(text: str, key: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(key, f"{text!r} is not HOST:PORT")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ConfigError(key, f"{host!r} is not an IP address") from None
+    return host, _port(port, key)
+
+
+def _port(value: Any, key: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"{value!r} is not a port number") from None
+    if not 0 <= number <= 65535:
+        raise ConfigError(key, f"port {number} is outside 0-65535")
+    return number
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Convert a TOML or environment value to the type of its default, or refuse it."""
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            lowered = value.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"{value!r} is not a boolean")
+    if isinstance(default, int):
+        if isinstance(value, bool):
+            raise ConfigError(key, f"{value!r} is not an integer")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(key, f"{value!r} is not an integer") from None
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ConfigError(key, f"{value!r} is not a JSON list") from None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(key, "must be a list of strings")
+        return tuple(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(key, f"{value!r} is not a string")
+        return value
+    raise ConfigError(key, "unsupported setting")
+
+
+def _apply(obj: Any, values: Mapping[str, Any], prefix: str) -> Any:
+    changes: dict[str, Any] = {}
+    known = {f.name: f for f in fields(obj)}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in known:
+            raise ConfigError(key, "unknown setting")
+        current = getattr(obj, name)
+        if name in _SECTIONS and not prefix:
+            if not isinstance(value, Mapping):
+                raise ConfigError(key, "must be a table")
+            changes[name] = _apply(current, value, f"{name}.")
+        else:
+            changes[name] = _coerce(key, value, current)
+    return replace(obj, **changes)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Map NHI_NAC_<SECTION>_<KEY> to nested settings; unknown names are errors."""
+    result: dict[str, Any] = {}
+    top = {f.name for f in fields(Config)} - set(_SECTIONS)
+    for var, value in environ.items():
+        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
+            continue
+        name = var[len(ENV_PREFIX) :].lower()
+        if name in top:
+            result[name] = value
+            continue
+        for section, cls in _SECTIONS.items():
+            if name.startswith(section + "_"):
+                key = name[len(section) + 1 :]
+                if key not in {f.name for f in fields(cls)}:
+                    raise ConfigError(var, f"no setting {section}.{key}")
+                result.setdefault(section, {})[key] = value
+                break
+        else:
+            raise ConfigError(var, "not a known setting")
+    return result
+
+
+def _validate(cfg: Config) -> Config:
+    for i, address in enumerate(cfg.radius.listen):
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(f"radius.listen[{i}]", f"{address!r} is not an IP address") from None
+    _port(cfg.radius.auth_port, "radius.auth_port")
+    _port(cfg.radius.acct_port, "radius.acct_port")
+    if cfg.radius.on_backend_error not in ("reject", "drop"):
+        raise ConfigError("radius.on_backend_error", "must be 'reject' or 'drop'")
+    if not 0 <= cfg.radius.fallback_vlan <= 4094:
+        raise ConfigError("radius.fallback_vlan", "must be 0 (reject) or a VLAN 1-4094")
+    cfg.api_host_port  # noqa: B018 - validates api.listen
+    if not 1024 <= cfg.api.max_body <= 64 * 1024 * 1024:
+        raise ConfigError("api.max_body", "must be between 1024 and 67108864 bytes")
+    if cfg.api.public_url and not cfg.api.public_url.startswith(("http://", "https://")):
+        raise ConfigError("api.public_url", "must start with http:// or https://")
+    td = cfg.ca.trust_domain
+    if len(td) > 255 or not _TRUST_DOMAIN_RE.match(td):
+        raise ConfigError(
+            "ca.trust_domain", f"{td!r} is not a lower-case DNS-style name (SPIFFE trust domain)"
+        )
+    if cfg.ca.key_type not in ("p256", "p384", "ed25519", "rsa3072"):
+        raise ConfigError("ca.key_type", "must be p256, p384, ed25519 or rsa3072")
+    if cfg.ca.passphrase and not cfg.ca.passphrase.startswith(("file:", "env:", "credential:")):
+        raise ConfigError("ca.passphrase", "must be file:PATH, env:VAR or credential:NAME")
+    url = cfg.database_url
+    if url and not url.startswith(("sqlite", "postgresql", "postgres://")):
+        raise ConfigError("database_url", "must be a sqlite:// or postgresql:// URL")
+    if cfg.mqtt.url and not cfg.mqtt.url.startswith(("mqtt://", "mqtts://")):
+        raise ConfigError("mqtt.url", "must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    if cfg.log.format not in ("auto", "json", "console"):
+        raise ConfigError("log.format", "must be auto, json or console")
+    if cfg.log.level not in ("debug", "info", "warning", "error"):
+        raise ConfigError("log.level", "must be debug, info, warning or error")
+    return cfg
+
+
+def load_config(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Build the configuration from defaults, the file and the environment."""
+    env = os.environ if environ is None else environ
+    path = path or env.get(CONFIG_ENV) or None
+    cfg = Config()
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError("--config", f"{path}: no such file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{path}: {exc}") from None
+        cfg = _apply(cfg, data, "")
+    cfg = _apply(cfg, _env_overrides(env), "")
+    return _validate(cfg)

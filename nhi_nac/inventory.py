@@ -1,0 +1,479 @@
+"""The inventory service: owners, identities, credentials metadata and NAS clients.
+
+Every change runs in one transaction that also appends to the audit chain and writes
+its event to the outbox; a refused change raises an :class:`NhiError` and writes nothing.
+Invariants held on every path (CLI, API, import):
+
+- an identity always has an owner, and only an *active* owner can receive one;
+- ``(kind, name)`` is unique; a MAC belongs to at most one identity;
+- ``retired`` is terminal; nothing is hard-deleted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nhi_nac import audit
+from nhi_nac.domain import (
+    IdentityKind,
+    IdentityRef,
+    IdentityStatus,
+    OwnerStatus,
+    check_name,
+    check_scope,
+    normalize_mac,
+    parse_kind,
+)
+from nhi_nac.errors import Conflict, InvalidInput, NotFound
+from nhi_nac.outbox import add_event
+from nhi_nac.storage import queries
+from nhi_nac.storage.db import Database
+from nhi_nac.storage.models import (
+    AuditRecord,
+    Credential,
+    Identity,
+    IdentityLabel,
+    IdentityMac,
+    NasClient,
+    Owner,
+)
+from nhi_nac.views import (
+    AuditEntry,
+    CredentialView,
+    IdentityView,
+    NasView,
+    OffboardReport,
+    OwnerView,
+)
+
+NAS_VENDORS = ("generic", "cisco", "aruba", "juniper", "hostapd")
+MAX_MACS_PER_IDENTITY = 16
+#: Largest page a list call returns.
+MAX_LIST_LIMIT = 10_000
+MIN_SECRET_LENGTH = 16
+MAX_SECRET_LENGTH = 128
+
+Clock = Callable[[], dt.datetime]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _check_email(email: str) -> str:
+    email = email.strip().lower()
+    local, sep, domain = email.partition("@")
+    if not sep or not local or "." not in domain or len(email) > 254 or " " in email:
+        raise InvalidInput(f"invalid owner email {email!r}")
+    return email
+
+
+@dataclass(frozen=True)
+class NewIdentity:
+    """A validated request to create one identity (from CLI, API or an import row)."""
+
+    kind: IdentityKind
+    name: str
+    owner: str
+    scope: dict[str, str] = field(default_factory=dict)
+    macs: tuple[str, ...] = ()
+    parent: IdentityRef | None = None
+    allow_mab: bool = False
+    description: str = ""
+    expires_at: dt.datetime | None = None
+
+    @classmethod
+    def build(
+        cls,
+        kind: str,
+        name: str,
+        owner: str | None,
+        scope: Mapping[str, str] | None = None,
+        macs: Iterable[str] = (),
+        parent: str | None = None,
+        allow_mab: bool = False,
+        description: str = "",
+        expires_at: dt.datetime | None = None,
+    ) -> NewIdentity:
+        k = parse_kind(kind)
+        if not owner:
+            raise InvalidInput("an owner is required: every identity belongs to a human")
+        mac_list = tuple(dict.fromkeys(normalize_mac(m) for m in macs))
+        if mac_list and k is not IdentityKind.DEVICE:
+            raise InvalidInput(f"MAC addresses belong to devices, not to {k.value} identities")
+        if len(mac_list) > MAX_MACS_PER_IDENTITY:
+            raise InvalidInput(f"at most {MAX_MACS_PER_IDENTITY} MAC addresses per identity")
+        if allow_mab and not mac_list:
+            raise InvalidInput("MAC-auth-bypass needs at least one MAC address")
+        if len(description) > 1000:
+            raise InvalidInput("description is longer than 1000 characters")
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise InvalidInput("expires_at needs a time zone")
+        return cls(
+            kind=k,
+            name=check_name(name),
+            owner=_check_email(owner),
+            scope=check_scope(scope or {}),
+            macs=mac_list,
+            parent=IdentityRef.parse(parent) if parent else None,
+            allow_mab=allow_mab,
+            description=description,
+            expires_at=expires_at,
+        )
+
+
+def _identity_snapshot(row: Identity, owner: str, macs: Sequence[str]) -> dict[str, Any]:
+    return {
+        "kind": row.kind, "name": row.name, "owner": owner, "status": row.status,
+        "scope": row.scope, "macs": list(macs), "allow_mab": row.allow_mab,
+    }
+
+
+class Inventory:
+    def __init__(self, db: Database, clock: Clock = utcnow) -> None:
+        self.db = db
+        self.clock = clock
+
+    # -- owners ---------------------------------------------------------------
+
+    async def add_owner(self, email: str, name: str, team: str = "", *, actor: str) -> OwnerView:
+        email = _check_email(email)
+        if not name.strip() or len(name) > 200:
+            raise InvalidInput("owner name is required (at most 200 characters)")
+        if len(team) > 100:
+            raise InvalidInput("team is longer than 100 characters")
+        now = self.clock()
+        async with self.db.transaction() as s:
+            if await s.scalar(select(Owner.id).where(Owner.email == email)):
+                raise Conflict(f"owner {email} already exists")
+            row = Owner(email=email, name=name.strip(), team=team, status="active", created_at=now)
+            s.add(row)
+            after = {"email": email, "name": row.name, "team": team, "status": "active"}
+            await audit.append(s, actor=actor, action="owner.add", target=f"owner/{email}",
+                               before=None, after=after, now=now)
+            add_event(s, "owner.added", after, now)
+        return _owner_view(row, 0)
+
+    async def list_owners(self) -> list[OwnerView]:
+        async with self.db.read() as s:
+            counts = (
+                select(Identity.owner_id, func.count().label("n"))
+                .where(Identity.status != "retired").group_by(Identity.owner_id).subquery()
+            )
+            rows = await s.execute(
+                select(Owner, func.coalesce(counts.c.n, 0))
+                .outerjoin(counts, counts.c.owner_id == Owner.id).order_by(Owner.email)
+            )
+            return [_owner_view(o, n) for o, n in rows.all()]
+
+    async def offboard_owner(
+        self, email: str, reassign_to: str | None = None, *, actor: str
+    ) -> OffboardReport:
+        email = _check_email(email)
+        now = self.clock()
+        async with self.db.transaction() as s:
+            owner = await self._owner(s, email)
+            if owner.status == OwnerStatus.DEPARTED:
+                raise Conflict(f"owner {email} has already departed")
+            target = None
+            if reassign_to:
+                target = await self._active_owner(s, _check_email(reassign_to))
+                if target.id == owner.id:
+                    raise InvalidInput("cannot reassign an owner's identities to the same owner")
+            live = (await s.scalars(
+                select(Identity).where(Identity.owner_id == owner.id, Identity.status != "retired")
+                .order_by(Identity.kind, Identity.name)
+            )).all()
+            refs = tuple(f"{i.kind}/{i.name}" for i in live)
+            owner.status, owner.departed_at = OwnerStatus.DEPARTED.value, now
+            await audit.append(s, actor=actor, action="owner.offboard", target=f"owner/{email}",
+                               before={"status": "active"},
+                               after={"status": "departed", "reassign_to": reassign_to,
+                                      "identities": list(refs)}, now=now)
+            if target is not None:
+                for ident in live:
+                    ident.owner_id = target.id
+                    await audit.append(s, actor=actor, action="identity.reassign",
+                                       target=f"{ident.kind}/{ident.name}",
+                                       before={"owner": email}, after={"owner": target.email},
+                                       now=now)
+            orphaned = [] if target else list(refs)
+            add_event(s, "owner.departed", {"email": email, "orphaned": orphaned,
+                                            "reassigned_to": reassign_to}, now)
+        if target is not None:
+            return OffboardReport(email, (), target.email, refs)
+        return OffboardReport(email, refs, None, ())
+
+    # -- identities -------------------------------------------------------------
+
+    async def add_identity(self, new: NewIdentity, *, actor: str) -> IdentityView:
+        now = self.clock()
+        async with self.db.transaction() as s:
+            row = await self._insert_identity(s, new, now, actor)
+            add_event(s, "identity.created", {"identity": f"{row.kind}/{row.name}",
+                                              "owner": new.owner, "scope": row.scope}, now)
+        return await self.get_identity(IdentityRef(new.kind, new.name))
+
+    async def _insert_identity(
+        self, s: AsyncSession, new: NewIdentity, now: dt.datetime, actor: str
+    ) -> Identity:
+        owner = await self._active_owner(s, new.owner)
+        exists_id = await s.scalar(
+            select(Identity.id).where(Identity.kind == new.kind.value, Identity.name == new.name)
+        )
+        if exists_id is not None:
+            raise Conflict(f"identity {new.kind.value}/{new.name} already exists")
+        parent_id = None
+        if new.parent is not None:
+            parent = await self._identity(s, new.parent)
+            if parent.status == IdentityStatus.RETIRED:
+                raise InvalidInput(f"parent {new.parent} is retired")
+            parent_id = parent.id
+        for mac in new.macs:
+            holder = await s.scalar(
+                select(Identity).join(IdentityMac, IdentityMac.identity_id == Identity.id)
+                .where(IdentityMac.mac == mac)
+            )
+            if holder is not None:
+                raise Conflict(f"MAC {mac} already belongs to {holder.kind}/{holder.name}")
+        row = Identity(
+            kind=new.kind.value, name=new.name, owner_id=owner.id, status="active",
+            scope=new.scope, parent_id=parent_id, allow_mab=new.allow_mab,
+            description=new.description, created_at=now, expires_at=new.expires_at,
+        )
+        s.add(row)
+        await s.flush()
+        s.add_all(IdentityLabel(identity_id=row.id, key=k, value=v) for k, v in new.scope.items())
+        s.add_all(IdentityMac(mac=m, identity_id=row.id) for m in new.macs)
+        after = _identity_snapshot(row, owner.email, new.macs)
+        if new.parent is not None:
+            after["parent"] = str(new.parent)
+        await audit.append(s, actor=actor, action="identity.add",
+                           target=f"{row.kind}/{row.name}", before=None, after=after, now=now)
+        return row
+
+    async def get_identity(self, ref: IdentityRef) -> IdentityView:
+        return await self.db.run_read(lambda s: queries.identity_by_ref(s, ref))
+
+    async def find_by_mac(self, mac: str) -> IdentityView | None:
+        mac = normalize_mac(mac)
+        return await self.db.run_read(lambda s: queries.identity_by_mac(s, mac))
+
+    async def find_by_fingerprint(self, fingerprint: str) -> IdentityView | None:
+        fp = fingerprint.lower()
+        return await self.db.run_read(lambda s: queries.identity_by_fingerprint(s, fp))
+
+    async def list_identities(
+        self,
+        kind: str | None = None,
+        scope: Mapping[str, str] | None = None,
+        status: str | None = None,
+        owner: str | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> list[IdentityView]:
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidInput(f"limit must be 1-{MAX_LIST_LIMIT}")
+        if offset < 0:
+            raise InvalidInput("offset must not be negative")
+        k = parse_kind(kind).value if kind else None
+        st = _check_status(status) if status else None
+        em = _check_email(owner) if owner else None
+        sc = check_scope(scope or {})
+        return await self.db.run_read(
+            lambda s: queries.list_identities(s, k, sc, st, em, limit, offset))
+
+    async def set_status(self, ref: IdentityRef, status: str, *, actor: str) -> IdentityView:
+        """Suspend, reactivate or retire an identity; retired is terminal."""
+        new = IdentityStatus(_check_status(status))
+        now = self.clock()
+        async with self.db.transaction() as s:
+            row = await self._identity(s, ref)
+            old = row.status
+            if old == IdentityStatus.RETIRED:
+                raise Conflict(f"{ref} is retired; retirement is final")
+            if old == new:
+                raise Conflict(f"{ref} is already {new.value}")
+            if new == IdentityStatus.ACTIVE:
+                owner = await s.get(Owner, row.owner_id)
+                if owner is None or owner.status != OwnerStatus.ACTIVE:
+                    raise InvalidInput(f"{ref} cannot be reactivated: its owner is not active")
+            row.status = new.value
+            if new == IdentityStatus.RETIRED:
+                row.retired_at = now
+                # Credentials of a retired identity are dead; the CA publishes the revocation.
+                for cred in (await s.scalars(select(Credential).where(
+                        Credential.identity_id == row.id, Credential.status == "active"))).all():
+                    cred.status, cred.revoked_at = "revoked", now
+                    cred.revocation_reason = "cessationOfOperation"
+            await audit.append(s, actor=actor, action=f"identity.{_verb(new)}", target=str(ref),
+                               before={"status": old}, after={"status": new.value}, now=now)
+            add_event(s, f"identity.{_verb(new)}", {"identity": str(ref), "from": old,
+                                                     "to": new.value}, now)
+        return await self.get_identity(ref)
+
+    async def add_credential(
+        self,
+        ref: IdentityRef,
+        *,
+        type_: str,
+        fingerprint: str,
+        serial: str | None = None,
+        profile: str = "",
+        not_before: dt.datetime | None = None,
+        expires_at: dt.datetime | None = None,
+        pem: str | None = None,
+        actor: str,
+    ) -> CredentialView:
+        """Record a credential's metadata (the secret itself is never stored)."""
+        if type_ not in ("certificate", "api_key", "token"):
+            raise InvalidInput("credential type must be certificate, api_key or token")
+        fp = fingerprint.lower()
+        if len(fp) != 64 or any(c not in "0123456789abcdef" for c in fp):
+            raise InvalidInput("fingerprint must be a SHA-256 hex digest")
+        now = self.clock()
+        async with self.db.transaction() as s:
+            row = await self._identity(s, ref)
+            if row.status != IdentityStatus.ACTIVE:
+                raise InvalidInput(f"{ref} is {row.status}; it cannot receive credentials")
+            if await s.scalar(select(Credential.id).where(Credential.fingerprint == fp)):
+                raise Conflict(f"a credential with fingerprint {fp} is already recorded")
+            cred = Credential(
+                identity_id=row.id, type=type_, serial=serial, fingerprint=fp, profile=profile,
+                status="active", created_at=now, last_rotated_at=None, not_before=not_before,
+                expires_at=expires_at, pem=pem,
+            )
+            s.add(cred)
+            row.last_rotated_at = now
+            await audit.append(s, actor=actor, action="credential.add", target=str(ref),
+                               before=None, after={"type": type_, "fingerprint": fp,
+                                                   "serial": serial}, now=now)
+            add_event(s, "credential.added", {"identity": str(ref), "type": type_,
+                                              "fingerprint": fp}, now)
+        return queries.credential_view(cred)
+
+    # -- NAS clients ------------------------------------------------------------
+
+    async def add_nas(
+        self,
+        name: str,
+        address: str,
+        secret: str,
+        vendor: str = "generic",
+        site: str = "",
+        require_message_authenticator: bool = True,
+        *,
+        actor: str,
+    ) -> NasView:
+        check_name(name)
+        try:
+            net = ipaddress.ip_network(address, strict=True)
+        except ValueError as exc:
+            raise InvalidInput(f"NAS address {address!r}: {exc}") from None
+        if not MIN_SECRET_LENGTH <= len(secret) <= MAX_SECRET_LENGTH:
+            raise InvalidInput(
+                f"shared secret must be {MIN_SECRET_LENGTH}-{MAX_SECRET_LENGTH} characters "
+                "(short secrets make RADIUS authenticators guessable)"
+            )
+        if vendor not in NAS_VENDORS:
+            raise InvalidInput(f"unknown NAS vendor {vendor!r} (one of: {', '.join(NAS_VENDORS)})")
+        now = self.clock()
+        async with self.db.transaction() as s:
+            if await s.scalar(select(NasClient.id).where(NasClient.name == name)):
+                raise Conflict(f"NAS {name} already exists")
+            if await s.scalar(select(NasClient.name).where(NasClient.address == str(net))):
+                raise Conflict(f"a NAS with address {net} already exists")
+            row = NasClient(name=name, address=str(net), secret=secret, vendor=vendor, site=site,
+                            require_message_authenticator=require_message_authenticator,
+                            created_at=now)
+            s.add(row)
+            after = {"name": name, "address": str(net), "vendor": vendor, "site": site,
+                     "require_message_authenticator": require_message_authenticator}
+            await audit.append(s, actor=actor, action="nas.add", target=f"nas/{name}",
+                               before=None, after=after, now=now)
+            add_event(s, "nas.added", after, now)
+        return _nas_view(row)
+
+    async def list_nas(self) -> list[NasView]:
+        async with self.db.read() as s:
+            return [_nas_view(r) for r in (await s.scalars(
+                select(NasClient).order_by(NasClient.name))).all()]
+
+    async def remove_nas(self, name: str, *, actor: str) -> None:
+        now = self.clock()
+        async with self.db.transaction() as s:
+            row = await s.scalar(select(NasClient).where(NasClient.name == name))
+            if row is None:
+                raise NotFound(f"no NAS named {name}")
+            await s.delete(row)
+            await audit.append(s, actor=actor, action="nas.remove", target=f"nas/{name}",
+                               before={"address": row.address}, after=None, now=now)
+            add_event(s, "nas.removed", {"name": name}, now)
+
+    # -- audit ---------------------------------------------------------------------
+
+    async def verify_audit(self) -> audit.ChainVerdict:
+        async with self.db.read() as s:
+            return await audit.verify_chain(s)
+
+    async def audit_entries(self, limit: int = 50, target: str | None = None) -> list[AuditEntry]:
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidInput(f"limit must be 1-{MAX_LIST_LIMIT}")
+        q = select(AuditRecord)
+        if target:
+            q = q.where(AuditRecord.target == target)
+        q = q.order_by(AuditRecord.seq.desc()).limit(limit)
+        async with self.db.read() as s:
+            rows = (await s.scalars(q)).all()
+        return [AuditEntry(r.seq, r.at, r.actor, r.action, r.target, r.before, r.after, r.hash)
+                for r in reversed(rows)]
+
+    # -- helpers ---------------------------------------------------------------------
+
+    async def _owner(self, s: AsyncSession, email: str) -> Owner:
+        owner = await s.scalar(select(Owner).where(Owner.email == email))
+        if owner is None:
+            raise NotFound(f"unknown owner {email}")
+        return owner
+
+    async def _active_owner(self, s: AsyncSession, email: str) -> Owner:
+        owner = await s.scalar(select(Owner).where(Owner.email == email))
+        if owner is None:
+            raise InvalidInput(f"unknown owner {email}: add the owner first (nhi-nac owner add)")
+        if owner.status != OwnerStatus.ACTIVE:
+            raise InvalidInput(f"owner {email} has departed and cannot own identities")
+        return owner
+
+    async def _identity(self, s: AsyncSession, ref: IdentityRef) -> Identity:
+        row = await s.scalar(
+            select(Identity).where(Identity.kind == ref.kind.value, Identity.name == ref.name)
+        )
+        if row is None:
+            raise NotFound(f"no identity {ref}")
+        return row
+
+
+def _check_status(status: str) -> str:
+    if status not in {s.value for s in IdentityStatus}:
+        raise InvalidInput(f"unknown status {status!r} (active, suspended or retired)")
+    return status
+
+
+def _verb(status: IdentityStatus) -> str:
+    return {"active": "reactivated", "suspended": "suspended", "retired": "retired"}[status.value]
+
+
+def _owner_view(o: Owner, identities: int) -> OwnerView:
+    return OwnerView(o.email, o.name, o.team, o.status, o.created_at, o.departed_at, identities)
+
+
+def _nas_view(r: NasClient) -> NasView:
+    return NasView(r.name, r.address, r.vendor, r.site, r.require_message_authenticator,
+                   r.created_at)

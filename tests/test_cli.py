@@ -1,0 +1,139 @@
+"""The nhi-nac command as a user runs it: real processes, a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+NHI = [sys.executable, "-m", "nhi_nac.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("NHI_NAC_")}
+    e["NHI_NAC_DATA_DIR"] = str(tmp_path / "data")
+    e["NHI_NAC_LOG_FORMAT"] = "json"
+    return e
+
+
+def run(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run([*NHI, *args], env=env, capture_output=True, text=True, timeout=60)
+    if ok:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+def test_init_owner_identity_and_refusals(env: dict[str, str]) -> None:
+    assert "database at migration" in run(env, "init").stdout
+    run(env, "owner", "add", "alice@example.com", "--name", "Alice", "--team", "net")
+    run(env, "identity", "add", "device", "printer-3f-01", "--owner", "alice@example.com",
+        "--scope", "zone=office", "--mac", "aabb.ccdd.eeff", "--allow-mab")
+    p = run(env, "identity", "add", "device", "p2", ok=False)
+    assert p.returncode == 1
+    assert p.stderr.strip() == ("nhi-nac: an owner is required: every identity belongs to a "
+                                "human")
+    p = run(env, "identity", "add", "device", "p2", "--owner", "bob@example.com", ok=False)
+    assert p.returncode == 1 and "unknown owner bob@example.com" in p.stderr
+    shown = json.loads(run(env, "--json", "identity", "show", "device/printer-3f-01").stdout)
+    assert shown["macs"] == ["aa:bb:cc:dd:ee:ff"] and shown["scope"] == {"zone": "office"}
+    table = run(env, "identity", "list", "--scope", "zone=office").stdout
+    assert "device/printer-3f-01" in table.splitlines()[1]
+    p = run(env, "owner", "offboard", "alice@example.com")
+    assert "1 identities left orphaned" in p.stdout and "device/printer-3f-01" in p.stdout
+
+
+def test_nas_commands(env: dict[str, str]) -> None:
+    run(env, "init")
+    p = run(env, "nas", "add", "sw1", "--address", "10.0.0.0/24", "--secret", "short", ok=False)
+    assert "shared secret must be" in p.stderr
+    run(env, "nas", "add", "sw1", "--address", "10.0.0.0/24", "--secret", "s" * 24,
+        "--vendor", "cisco", "--site", "hq")
+    rows = json.loads(run(env, "--json", "nas", "list").stdout)
+    assert rows[0]["address"] == "10.0.0.0/24" and rows[0]["require_message_authenticator"]
+    assert "secret" not in rows[0]
+    run(env, "nas", "remove", "sw1")
+    assert json.loads(run(env, "--json", "nas", "list").stdout) == []
+
+
+def test_import_csv_bad_row_changes_nothing(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "init")
+    run(env, "owner", "add", "alice@example.com", "--name", "Alice")
+    f = tmp_path / "fleet.csv"
+    f.write_text("kind,name,owner,macs\ndevice,a,alice@example.com,aabbccddee01\n"
+                 "device,b,alice@example.com,not-a-mac\n")
+    p = run(env, "import", str(f), ok=False)
+    assert p.returncode == 1
+    assert "fleet.csv line 3: invalid MAC address 'not-a-mac'" in p.stderr
+    assert json.loads(run(env, "--json", "identity", "list").stdout) == []
+    f.write_text("kind,name,owner,macs\ndevice,a,alice@example.com,aabbccddee01\n")
+    assert "imported 1 identities" in run(env, "import", str(f)).stdout
+
+
+def test_audit_verify_names_an_edited_row(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "init")
+    run(env, "owner", "add", "alice@example.com", "--name", "Alice")
+    for name in ("a", "b", "c"):
+        run(env, "identity", "add", "workload", name, "--owner", "alice@example.com")
+    assert run(env, "audit", "verify").stdout.startswith("OK: 4 audit records")
+    with sqlite3.connect(tmp_path / "data" / "nhi-nac.db") as conn:
+        conn.execute("UPDATE audit_log SET after = replace(after, 'workload', 'device') "
+                     "WHERE seq = 3")
+    p = run(env, "audit", "verify", ok=False)
+    assert p.returncode == 3
+    assert "FAILED at record 3" in p.stdout
+
+
+def test_invalid_config_stops_with_one_line(env: dict[str, str]) -> None:
+    p = run({**env, "NHI_NAC_RADIUS_AUTH_PORT": "eighteen"}, "serve", ok=False)
+    assert p.returncode == 1
+    assert p.stderr.strip() == "nhi-nac: config radius.auth_port: 'eighteen' is not an integer"
+
+
+def test_serve_refuses_unmigrated_database(env: dict[str, str]) -> None:
+    p = run({**env, "NHI_NAC_API_LISTEN": f"127.0.0.1:{free_port()}"}, "serve", ok=False)
+    assert p.returncode == 1 and "run 'nhi-nac init'" in p.stderr
+
+
+def test_serve_answers_and_stops_on_sigterm(env: dict[str, str]) -> None:
+    run(env, "init")
+    token = run(env, "api-token", "create", "ops", "--role", "auditor").stdout.strip()
+    port = free_port()
+    proc = subprocess.Popen([*NHI, "serve"], env={**env, "NHI_NAC_API_LISTEN":
+                                                   f"127.0.0.1:{port}"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    assert json.load(r)["status"] == "ready"
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/identities",
+                                     headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert json.load(r) == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert '"event": "stopped"' in err
