@@ -18,6 +18,7 @@ from nhi_nac.api.server import make_app
 from nhi_nac.config import Config
 from nhi_nac.events import EventRelay
 from nhi_nac.inventory import Inventory, utcnow
+from nhi_nac.mqtt import MqttPublisher
 from nhi_nac.sdnotify import notify
 from nhi_nac.storage.db import Database
 
@@ -77,6 +78,10 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     await runner.setup()
     host, port = config.api_host_port
     site = web.TCPSite(runner, host, port)
+    publisher = None
+    if config.mqtt.url:
+        publisher = MqttPublisher(config.mqtt.url, config.mqtt.site)
+        services.relay.subscribe(publisher)
     relay_task = asyncio.create_task(services.relay.run())
     try:
         await site.start()
@@ -89,5 +94,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await relay_task
         await runner.cleanup()
+        if publisher is not None:
+            await publisher.close()
         await services.close()
         log.info("stopped")
