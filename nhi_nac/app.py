@@ -17,6 +17,7 @@ from aiohttp import web
 from nhi_nac.api.server import make_app
 from nhi_nac.config import Config
 from nhi_nac.events import EventRelay
+from nhi_nac.governance import Governance
 from nhi_nac.inventory import Inventory, utcnow
 from nhi_nac.mqtt import MqttPublisher
 from nhi_nac.sdnotify import notify
@@ -31,6 +32,7 @@ class Services:
     db: Database
     inventory: Inventory
     relay: EventRelay
+    governance: Governance
 
     async def close(self) -> None:
         await self.db.close()
@@ -39,7 +41,8 @@ class Services:
 def build(config: Config) -> Services:
     db = Database(config.effective_database_url)
     inventory = Inventory(db, utcnow)
-    return Services(config, db, inventory, EventRelay(db, utcnow))
+    return Services(config, db, inventory, EventRelay(db, utcnow),
+                    Governance(inventory, config.governance))
 
 
 def ensure_data_dir(config: Config) -> None:
@@ -73,7 +76,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    app = make_app(services.inventory, config.api.max_body)
+    app = make_app(services.inventory, config.api.max_body, governance=services.governance)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = config.api_host_port

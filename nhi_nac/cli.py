@@ -18,9 +18,12 @@ from typing import Any
 
 from nhi_nac import apitokens
 from nhi_nac.app import Services, build, initialise, serve
+from nhi_nac.bootstrap_tokens import create_bootstrap_token
 from nhi_nac.config import Config, load_config
 from nhi_nac.domain import IdentityRef, format_scope, parse_scope
+from nhi_nac.durations import parse_duration
 from nhi_nac.errors import NhiError
+from nhi_nac.governance import SEVERITY
 from nhi_nac.importer import import_identities, parse_import
 from nhi_nac.inventory import NewIdentity
 from nhi_nac.logs import configure_logging
@@ -207,6 +210,45 @@ async def cmd_token_list(a: argparse.Namespace, s: Services) -> int:
     return 0
 
 
+async def cmd_bootstrap_create(a: argparse.Namespace, s: Services) -> int:
+    token, expires = await create_bootstrap_token(s.inventory, IdentityRef.parse(a.ref),
+                                                  parse_duration(a.ttl), actor=_actor())
+    _emit(a, {"identity": a.ref, "token": token, "expires_at": expires}, lambda: token)
+    return 0
+
+
+async def cmd_governance_scan(a: argparse.Namespace, s: Services) -> int:
+    result = await s.governance.scan()
+
+    def human() -> str:
+        lines = [f"governance scan: {result.describe()}"]
+        lines += [f"  opened   {x}" for x in result.opened]
+        lines += [f"  resolved {x}" for x in result.resolved]
+        return "\n".join(lines)
+    _emit(a, result, human)
+    return 0
+
+
+async def cmd_findings_list(a: argparse.Namespace, s: Services) -> int:
+    rows = await s.governance.list(a.type, None if a.all else "open")
+    _emit(a, rows, lambda: _table([(f.id, f.type, f.severity, f.state, f.subject,
+                                    f.first_seen.isoformat(timespec="seconds")) for f in rows],
+                                  ("id", "type", "severity", "state", "subject", "since")))
+    return 0
+
+
+async def cmd_findings_show(a: argparse.Namespace, s: Services) -> int:
+    f = await s.governance.show(a.id)
+    _emit(a, f, lambda: "\n".join(f"{k:<16}{v}" for k, v in to_json(f).items()))
+    return 0
+
+
+async def cmd_findings_ack(a: argparse.Namespace, s: Services) -> int:
+    f = await s.governance.acknowledge(a.id, actor=_actor())
+    _emit(a, f, lambda: f"finding {f.id} acknowledged")
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,6 +331,27 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--limit", type=int, default=50)
     x.add_argument("--target")
     x.set_defaults(fn=cmd_audit_show)
+
+    boot = sub.add_parser("token", help="enrollment (bootstrap) tokens").add_subparsers(
+        dest="sub", required=True)
+    b = boot.add_parser("create", parents=[common])
+    b.add_argument("ref", metavar="KIND/NAME")
+    b.add_argument("--ttl", default="15m", help="lifetime, e.g. 15m (max 24h)")
+    b.set_defaults(fn=cmd_bootstrap_create)
+
+    gov = sub.add_parser("governance", help="findings scan").add_subparsers(dest="sub",
+                                                                          required=True)
+    gov.add_parser("scan", parents=[common]).set_defaults(fn=cmd_governance_scan)
+    fnd = sub.add_parser("findings", help="governance findings").add_subparsers(
+        dest="sub", required=True)
+    f = fnd.add_parser("list", parents=[common])
+    f.add_argument("--type", choices=sorted(SEVERITY))
+    f.add_argument("--all", action="store_true", help="include resolved findings")
+    f.set_defaults(fn=cmd_findings_list)
+    for name, fn in (("show", cmd_findings_show), ("ack", cmd_findings_ack)):
+        f = fnd.add_parser(name, parents=[common])
+        f.add_argument("id", type=int)
+        f.set_defaults(fn=fn)
 
     tok = sub.add_parser("api-token", help="API tokens").add_subparsers(dest="sub", required=True)
     t = tok.add_parser("create", parents=[common])

@@ -71,6 +71,18 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class GovernanceConfig:
+    #: Days a credential may go without rotation, per identity kind.
+    rotation_days: dict[str, int] = field(default_factory=lambda: {
+        "api_key": 90, "oauth_token": 30, "service_account": 90, "rpa_bot": 90,
+        "device": 397, "workload": 7, "ai_agent": 1, "certificate": 397})
+    #: An identity with no authentication or accounting for this many days is unused.
+    unused_days: int = 30
+    #: More active credentials than this on one identity is sprawl (2 allows a rotation).
+    max_active_credentials: int = 2
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: str = "./.nhi-nac"
     database_url: str = ""
@@ -79,6 +91,7 @@ class Config:
     ca: CaConfig = field(default_factory=CaConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    governance: GovernanceConfig = field(default_factory=GovernanceConfig)
 
     @property
     def data_path(self) -> Path:
@@ -102,6 +115,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "ca": CaConfig,
     "mqtt": MqttConfig,
     "log": LogConfig,
+    "governance": GovernanceConfig,
 }
 
 
@@ -165,6 +179,16 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(key, "must be a list of strings")
         return tuple(value)
+    if isinstance(default, dict):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ConfigError(key, f"{value!r} is not a JSON object") from None
+        if not isinstance(value, Mapping) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value.values()):
+            raise ConfigError(key, "must be a table of integers")
+        return {**default, **value}
     if isinstance(default, str):
         if not isinstance(value, str):
             raise ConfigError(key, f"{value!r} is not a string")
@@ -245,6 +269,17 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("mqtt.url", "must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
     if cfg.log.format not in ("auto", "json", "console"):
         raise ConfigError("log.format", "must be auto, json or console")
+    kinds = {"device", "workload", "service_account", "api_key", "oauth_token", "rpa_bot",
+             "ai_agent", "certificate"}
+    for kind, days in cfg.governance.rotation_days.items():
+        if kind not in kinds:
+            raise ConfigError(f"governance.rotation_days.{kind}", "not an identity kind")
+        if not 1 <= days <= 3650:
+            raise ConfigError(f"governance.rotation_days.{kind}", "must be 1-3650 days")
+    if not 1 <= cfg.governance.unused_days <= 3650:
+        raise ConfigError("governance.unused_days", "must be 1-3650 days")
+    if not 1 <= cfg.governance.max_active_credentials <= 100:
+        raise ConfigError("governance.max_active_credentials", "must be 1-100")
     if cfg.log.level not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level", "must be debug, info, warning or error")
     return cfg

@@ -65,7 +65,7 @@ async def test_auditor_cannot_change_anything(client: TestClient, inventory: Inv
     for route in ROUTES:
         if route.method == "GET":
             continue
-        path = route.path.format(kind="device", name="x", email="alice@example.com")
+        path = route.path.format(kind="device", name="x", email="alice@example.com", id="1")
         r = await client.request(route.method, path, headers=auditor, json={})
         assert r.status == 403, (route.method, path, r.status)
     r = await client.get("/api/v1/owners", headers=auditor)
@@ -118,3 +118,29 @@ async def test_health_ready_metrics(client: TestClient, inventory: Inventory) ->
     await client.get("/api/v1/owners")
     text = await (await client.get("/metrics")).text()
     assert 'nhi_api_requests_total{method="GET",route="/api/v1/owners",status="401"}' in text
+
+
+async def test_bootstrap_tokens_and_findings_over_api(
+    client: TestClient, inventory: Inventory  # type: ignore[type-arg]
+) -> None:
+    enroller = await _token(inventory, "enroller")
+    admin = await _token(inventory, "admin")
+    await inventory.add_owner("alice@example.com", "Alice", actor="t")
+    r = await client.post("/api/v1/bootstrap-tokens", headers=enroller,
+                          json={"identity": "workload/api", "ttl": "10m"})
+    assert r.status == 400 and "no identity workload/api" in (await r.json())["detail"]
+    r = await client.post("/api/v1/identities", headers=enroller, json={})
+    assert r.status == 403
+    r = await client.post("/api/v1/identities", headers=admin, json={
+        "kind": "workload", "name": "api", "owner": "alice@example.com"})
+    r = await client.post("/api/v1/bootstrap-tokens", headers=enroller,
+                          json={"identity": "workload/api", "ttl": "10m"})
+    body = await r.json()
+    assert r.status == 201 and body["token"].startswith("nhb_")
+    await inventory.offboard_owner("alice@example.com", actor="t")
+    r = await client.post("/api/v1/governance/scan", headers=admin)
+    assert (await r.json())["opened"] == ["orphaned workload/api"]
+    findings = await (await client.get("/api/v1/findings", headers=enroller)).json()
+    assert [f["type"] for f in findings] == ["orphaned"]
+    r = await client.post(f"/api/v1/findings/{findings[0]['id']}/ack", headers=admin)
+    assert (await r.json())["state"] == "acknowledged"

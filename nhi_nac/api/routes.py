@@ -11,18 +11,23 @@ from aiohttp import web
 
 from nhi_nac import apitokens
 from nhi_nac.apitokens import Principal, Role
+from nhi_nac.bootstrap_tokens import create_bootstrap_token
 from nhi_nac.domain import IdentityRef, parse_scope
+from nhi_nac.durations import parse_duration
 from nhi_nac.errors import InvalidInput
+from nhi_nac.governance import Governance
 from nhi_nac.importer import import_identities, parse_import
 from nhi_nac.inventory import Inventory, NewIdentity
 from nhi_nac.views import to_json
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 INVENTORY: web.AppKey[Inventory] = web.AppKey("inventory", Inventory)
+GOVERNANCE: web.AppKey[Governance] = web.AppKey("governance", Governance)
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 
 READ_ROLES = frozenset(Role)
 ADMIN = frozenset({Role.ADMIN})
+ENROLLERS = frozenset({Role.ADMIN, Role.ENROLLER})
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,42 @@ async def revoke_api_token(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def create_bootstrap(request: web.Request) -> web.Response:
+    d = await _body(request)
+    ttl = parse_duration(_str(d, "ttl") or "15m")
+    token, expires = await create_bootstrap_token(
+        request.app[INVENTORY], IdentityRef.parse(_str(d, "identity", True)), ttl,
+        actor=_actor(request))
+    return _json({"identity": d["identity"], "token": token, "expires_at": expires}, 201)
+
+
+async def governance_scan(request: web.Request) -> web.Response:
+    return _json(await request.app[GOVERNANCE].scan())
+
+
+async def list_findings(request: web.Request) -> web.Response:
+    state = request.query.get("state", "open")
+    rows = await request.app[GOVERNANCE].list(request.query.get("type"),
+                                              None if state == "all" else state)
+    return _json(rows)
+
+
+def _finding_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["id"])
+    except ValueError:
+        raise InvalidInput("finding id must be an integer") from None
+
+
+async def show_finding(request: web.Request) -> web.Response:
+    return _json(await request.app[GOVERNANCE].show(_finding_id(request)))
+
+
+async def ack_finding(request: web.Request) -> web.Response:
+    return _json(await request.app[GOVERNANCE].acknowledge(_finding_id(request),
+                                                           actor=_actor(request)))
+
+
 _OWNER = {"email": "string", "name": "string", "team": "string"}
 _IDENTITY = {"kind": "string", "name": "string", "owner": "string", "scope": "object",
              "macs": "array", "parent": "string", "allow_mab": "boolean", "description": "string"}
@@ -223,6 +264,14 @@ ROUTES: tuple[Route, ...] = (
           query=("limit", "target")),
     Route("GET", "/api/v1/audit/verify", audit_verify, "Verify the audit hash chain",
           READ_ROLES),
+    Route("POST", "/api/v1/bootstrap-tokens", create_bootstrap,
+          "Mint a single-use enrollment token for an identity", ENROLLERS,
+          {"identity": "string", "ttl": "string"}, ok=201),
+    Route("POST", "/api/v1/governance/scan", governance_scan, "Run a governance scan", ADMIN),
+    Route("GET", "/api/v1/findings", list_findings, "List findings", READ_ROLES,
+          query=("type", "state")),
+    Route("GET", "/api/v1/findings/{id}", show_finding, "Show a finding", READ_ROLES),
+    Route("POST", "/api/v1/findings/{id}/ack", ack_finding, "Acknowledge a finding", ADMIN),
     Route("GET", "/api/v1/api-tokens", list_api_tokens, "List API tokens", ADMIN),
     Route("POST", "/api/v1/api-tokens", create_api_token, "Create an API token", ADMIN,
           {"name": "string", "role": "string"}, ok=201),

@@ -13,8 +13,10 @@ from sqlalchemy import text
 from nhi_nac import apitokens
 from nhi_nac.api.openapi import openapi_document
 from nhi_nac.api.problem import problem
-from nhi_nac.api.routes import INVENTORY, PRINCIPAL, ROUTES, Handler, Route
+from nhi_nac.api.routes import GOVERNANCE, INVENTORY, PRINCIPAL, ROUTES, Handler, Route
+from nhi_nac.config import GovernanceConfig
 from nhi_nac.errors import Forbidden, NhiError, Unauthorized
+from nhi_nac.governance import Governance
 from nhi_nac.inventory import Inventory
 
 log = structlog.get_logger("nhi_nac.api")
@@ -104,12 +106,14 @@ async def openapi(_request: web.Request) -> web.Response:
 
 
 def make_app(inventory: Inventory, max_body: int = 1_048_576,
-             registry: CollectorRegistry | None = None) -> web.Application:
+             registry: CollectorRegistry | None = None,
+             governance: Governance | None = None) -> web.Application:
     app = web.Application(
         client_max_size=max_body,
         middlewares=[metrics_middleware, errors_middleware, auth_middleware],
     )
     app[INVENTORY] = inventory
+    app[GOVERNANCE] = governance or Governance(inventory, GovernanceConfig())
     app[REGISTRY] = registry or CollectorRegistry()
     app[METRICS] = ApiMetrics(app[REGISTRY])
     app.router.add_get("/healthz", healthz)

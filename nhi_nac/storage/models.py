@@ -208,3 +208,107 @@ class ApiToken(Base):
 def table_of(model: type[Base]) -> Table:
     """The Core table of a mapped class, for bulk INSERTs that skip the ORM."""
     return cast(Table, model.__table__)
+
+
+class EnrollmentToken(Base):
+    """A single-use bootstrap token bound to one identity; only its digest is stored."""
+
+    __tablename__ = "enrollment_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
+    created_by: Mapped[str] = mapped_column(String(200))
+
+
+class Finding(Base):
+    """A governance problem on an identity (or an unmanaged subject such as a MAC)."""
+
+    __tablename__ = "findings"
+    __table_args__ = (
+        UniqueConstraint("type", "subject", name="uq_findings_type_subject"),
+        Index("ix_findings_state_type", "state", "type"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    #: ``KIND/NAME`` for identities, ``mac/aa:bb:..`` for unmanaged devices.
+    subject: Mapped[str] = mapped_column(String(300))
+    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id"), index=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    first_seen: Mapped[dt.datetime]
+    last_seen: Mapped[dt.datetime]
+    acknowledged_at: Mapped[dt.datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    resolved_at: Mapped[dt.datetime | None]
+
+
+class Setting(Base):
+    """Small named values that must survive restarts and be shared by nodes (CRL number)."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class DiscoveredDevice(Base):
+    """A MAC seen on the network (MAB) that is not in the inventory: unmanaged."""
+
+    __tablename__ = "discovered_devices"
+
+    mac: Mapped[str] = mapped_column(String(17), primary_key=True)
+    first_seen: Mapped[dt.datetime]
+    last_seen: Mapped[dt.datetime]
+    nas: Mapped[str] = mapped_column(String(64))
+    port: Mapped[str] = mapped_column(String(128), default="")
+    count: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class Admission(Base):
+    """One RADIUS decision, kept for a bounded retention period."""
+
+    __tablename__ = "admissions"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(index=True)
+    nas: Mapped[str] = mapped_column(String(64))
+    port: Mapped[str] = mapped_column(String(128), default="")
+    mac: Mapped[str] = mapped_column(String(17), default="")
+    method: Mapped[str] = mapped_column(String(16))
+    identity: Mapped[str] = mapped_column(String(300), default="", index=True)
+    decision: Mapped[str] = mapped_column(String(8))
+    vlan: Mapped[int | None]
+    reasons: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class RadiusSession(Base):
+    """A network session known from accounting (RFC 2866)."""
+
+    __tablename__ = "radius_sessions"
+    __table_args__ = (
+        UniqueConstraint("nas", "acct_session_id", name="uq_radius_sessions_nas_session"),
+        Index("ix_radius_sessions_identity_status", "identity", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    nas: Mapped[str] = mapped_column(String(64))
+    nas_address: Mapped[str] = mapped_column(String(64))
+    acct_session_id: Mapped[str] = mapped_column(String(128))
+    identity: Mapped[str] = mapped_column(String(300), default="")
+    user_name: Mapped[str] = mapped_column(String(256), default="")
+    mac: Mapped[str] = mapped_column(String(17), default="")
+    port: Mapped[str] = mapped_column(String(128), default="")
+    vlan: Mapped[int | None]
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    started_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+    stopped_at: Mapped[dt.datetime | None]
+    input_octets: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_octets: Mapped[int] = mapped_column(BigInteger, default=0)
+    terminate_cause: Mapped[str | None] = mapped_column(String(32))

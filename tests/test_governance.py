@@ -1,0 +1,130 @@
+"""Findings open from real state changes and resolve when the cause goes away."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+
+from nhi_nac.config import GovernanceConfig
+from nhi_nac.domain import IdentityRef
+from nhi_nac.errors import Conflict
+from nhi_nac.governance import Governance
+from nhi_nac.inventory import Inventory, NewIdentity
+from nhi_nac.storage.db import Database
+from nhi_nac.storage.models import Credential, DiscoveredDevice, Identity, OutboxEvent, Owner
+
+T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def inv(database: Database, clock: Clock) -> Inventory:
+    return Inventory(database, clock)
+
+
+@pytest.fixture
+def gov(inv: Inventory) -> Governance:
+    return Governance(inv, GovernanceConfig(rotation_days={"api_key": 90}, unused_days=30,
+                                            max_active_credentials=2))
+
+
+async def test_orphaned_opens_on_offboarding_and_resolves_on_reassign(
+    inv: Inventory, gov: Governance
+) -> None:
+    await inv.add_owner("alice@example.com", "Alice", actor="t")
+    await inv.add_owner("bob@example.com", "Bob", actor="t")
+    await inv.add_identity(NewIdentity.build("service_account", "etl", "alice@example.com"),
+                           actor="t")
+    assert (await gov.scan()).opened == ()
+    await inv.offboard_owner("alice@example.com", actor="t")
+    result = await gov.scan()
+    assert result.opened == ("orphaned service_account/etl",)
+    finding = (await gov.list())[0]
+    assert finding.severity == "high" and finding.evidence["owner"] == "alice@example.com"
+    # Reassigning is how an orphan is fixed: move the identity to an active owner.
+    async with inv.db.transaction() as s:
+        row = await s.scalar(select(Identity).where(Identity.name == "etl"))
+        assert row is not None
+        bob = await s.scalar(select(Owner).where(Owner.email == "bob@example.com"))
+        assert bob is not None
+        row.owner_id = bob.id
+    assert (await gov.scan()).resolved == ("orphaned service_account/etl",)
+    assert await gov.list() == []
+    async with inv.db.read() as s:
+        types = (await s.scalars(select(OutboxEvent.type))).all()
+    assert "finding.opened" in types and "finding.resolved" in types
+
+
+async def test_stale_credential_when_clock_passes_rotation(
+    inv: Inventory, gov: Governance, clock: Clock
+) -> None:
+    await inv.add_owner("alice@example.com", "Alice", actor="t")
+    ref = IdentityRef.parse("api_key/billing")
+    await inv.add_identity(NewIdentity.build("api_key", "billing", "alice@example.com"),
+                           actor="t")
+    await inv.add_credential(ref, type_="api_key", fingerprint="01" * 32, actor="t")
+    clock.now = T0 + dt.timedelta(days=89)
+    assert "stale_credential api_key/billing" not in (await gov.scan()).opened
+    clock.now = T0 + dt.timedelta(days=91)
+    result = await gov.scan()
+    assert "stale_credential api_key/billing" in result.opened
+    f = next(f for f in await gov.list() if f.type == "stale_credential")
+    assert f.evidence["credentials"][0]["age_days"] == 91
+    # Rotation: a new credential, the old one retired -> resolved.
+    await inv.add_credential(ref, type_="api_key", fingerprint="02" * 32, actor="t")
+    async with inv.db.transaction() as s:
+        old = await s.scalar(select(Credential).where(Credential.fingerprint == "01" * 32))
+        assert old is not None
+        old.status = "revoked"
+    assert "stale_credential api_key/billing" in (await gov.scan()).resolved
+
+
+async def test_sprawl_expired_and_unused(inv: Inventory, gov: Governance, clock: Clock) -> None:
+    await inv.add_owner("alice@example.com", "Alice", actor="t")
+    ref = IdentityRef.parse("workload/api")
+    await inv.add_identity(NewIdentity.build("workload", "api", "alice@example.com"), actor="t")
+    for i in range(3):
+        await inv.add_credential(ref, type_="certificate", fingerprint=f"{i:02x}" * 32,
+                                 expires_at=T0 + dt.timedelta(days=1 + i), actor="t")
+    opened = (await gov.scan()).opened
+    assert "sprawl workload/api" in opened
+    clock.now = T0 + dt.timedelta(days=2, hours=1)
+    assert "expired_active workload/api" in (await gov.scan()).opened
+    clock.now = T0 + dt.timedelta(days=31)
+    assert "unused workload/api" in (await gov.scan()).opened
+    # Retiring the identity removes every cause.
+    await inv.set_status(ref, "retired", actor="t")
+    resolved = (await gov.scan()).resolved
+    assert set(resolved) == {"sprawl workload/api", "expired_active workload/api",
+                             "unused workload/api"}
+
+
+async def test_unmanaged_mac_and_acknowledge(inv: Inventory, gov: Governance) -> None:
+    async with inv.db.transaction() as s:
+        s.add(DiscoveredDevice(mac="02:00:00:00:00:09", first_seen=T0, last_seen=T0,
+                               nas="sw1", port="Gi1/0/9", count=3))
+    assert (await gov.scan()).opened == ("unmanaged mac/02:00:00:00:00:09",)
+    f = (await gov.list())[0]
+    acked = await gov.acknowledge(f.id, actor="t")
+    assert acked.state == "acknowledged" and acked.acknowledged_by == "t"
+    with pytest.raises(Conflict):
+        await gov.acknowledge(f.id, actor="t")
+    assert (await gov.scan()).opened == ()  # acknowledged stays, is not re-opened
+    await inv.add_owner("alice@example.com", "Alice", actor="t")
+    await inv.add_identity(NewIdentity.build("device", "cam", "alice@example.com",
+                                             macs=["02:00:00:00:00:09"]), actor="t")
+    assert (await gov.scan()).resolved == ("unmanaged mac/02:00:00:00:00:09",)
