@@ -23,6 +23,7 @@ from nhi_nac.config import Config, load_config
 from nhi_nac.domain import IdentityRef, format_scope, parse_scope
 from nhi_nac.durations import parse_duration
 from nhi_nac.errors import NhiError
+from nhi_nac.events import tail_events
 from nhi_nac.governance import SEVERITY
 from nhi_nac.importer import import_identities, parse_import
 from nhi_nac.inventory import NewIdentity
@@ -229,8 +230,21 @@ async def cmd_governance_scan(a: argparse.Namespace, s: Services) -> int:
     return 0
 
 
+async def cmd_governance_due(a: argparse.Namespace, s: Services) -> int:
+    rows = await s.governance.due(parse_duration(a.within))
+    _emit(a, rows, lambda: _table([(d.due_at.isoformat(timespec="seconds"), d.identity, d.type,
+                                    d.serial or d.fingerprint[:16], d.reason) for d in rows],
+                                  ("due", "identity", "type", "credential", "because")))
+    return 0
+
+
+async def cmd_events_tail(a: argparse.Namespace, s: Services) -> int:
+    await tail_events(s.db, a.limit, a.follow, lambda line: print(line, flush=True))
+    return 0
+
+
 async def cmd_findings_list(a: argparse.Namespace, s: Services) -> int:
-    rows = await s.governance.list(a.type, None if a.all else "open")
+    rows = await s.governance.findings(a.type, None if a.all else "open")
     _emit(a, rows, lambda: _table([(f.id, f.type, f.severity, f.state, f.subject,
                                     f.first_seen.isoformat(timespec="seconds")) for f in rows],
                                   ("id", "type", "severity", "state", "subject", "since")))
@@ -342,6 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     gov = sub.add_parser("governance", help="findings scan").add_subparsers(dest="sub",
                                                                           required=True)
     gov.add_parser("scan", parents=[common]).set_defaults(fn=cmd_governance_scan)
+    g = gov.add_parser("due", parents=[common], help="credentials due for rotation")
+    g.add_argument("--within", default="30d")
+    g.set_defaults(fn=cmd_governance_due)
+    ev = sub.add_parser("events", help="the event stream").add_subparsers(dest="sub",
+                                                                        required=True)
+    e = ev.add_parser("tail", parents=[common])
+    e.add_argument("--limit", type=int, default=20, help="recent events shown first")
+    e.add_argument("--no-follow", dest="follow", action="store_false")
+    e.set_defaults(fn=cmd_events_tail)
     fnd = sub.add_parser("findings", help="governance findings").add_subparsers(
         dest="sub", required=True)
     f = fnd.add_parser("list", parents=[common])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from nhi_nac.outbox import SCHEMA_VERSION
 from nhi_nac.storage.db import Database
@@ -86,3 +86,38 @@ class EventRelay:
                 await asyncio.wait_for(self.wakeup.wait(), RELAY_POLL_SECONDS)
             except TimeoutError:
                 pass
+
+
+#: Seconds between polls of ``events tail --follow``.
+TAIL_POLL_SECONDS = 0.5
+
+
+async def tail_events(db: Database, limit: int, follow: bool,
+                      emit: Callable[[str], None]) -> None:
+    """Print the last ``limit`` events as JSON lines, then (``follow``) new ones as written.
+
+    Reads the outbox directly, so it works from any node sharing the database.
+    """
+    import json
+
+    async with db.read() as s:
+        rows = (await s.scalars(select(OutboxEvent).order_by(OutboxEvent.id.desc())
+                                .limit(max(0, limit)))).all()
+    last = max((r.id for r in rows), default=0)
+    if not rows:
+        async with db.read() as s:
+            last = int(await s.scalar(select(func.coalesce(func.max(OutboxEvent.id), 0))) or 0)
+    while True:
+        for row in reversed(rows):
+            emit(json.dumps({"event_id": row.event_id, "type": row.type,
+                             "at": row.at.isoformat(), "payload": row.payload},
+                            sort_keys=True))
+        if not follow:
+            return
+        await asyncio.sleep(TAIL_POLL_SECONDS)
+        async with db.read() as s:
+            rows = list(reversed((await s.scalars(
+                select(OutboxEvent).where(OutboxEvent.id > last).order_by(OutboxEvent.id)
+                .limit(RELAY_BATCH))).all()))
+        if rows:
+            last = rows[0].id

@@ -208,7 +208,7 @@ class Governance:
             found = await detect(s, self.policy, now)
             return await reconcile(s, found, now)
 
-    async def list(self, type_: str | None = None, state: str | None = "open",
+    async def findings(self, type_: str | None = None, state: str | None = "open",
                    limit: int = 1000) -> list[FindingView]:
         if type_ and type_ not in SEVERITY:
             raise InvalidInput(f"unknown finding type {type_!r}")
@@ -222,6 +222,10 @@ class Governance:
         q = q.order_by(Finding.id).limit(limit)
         async with self.inventory.db.read() as s:
             return [_view(f) for f in (await s.scalars(q)).all()]
+
+    async def due(self, within: dt.timedelta) -> list[RotationDue]:
+        async with self.inventory.db.read() as s:
+            return await rotations_due(s, self.policy, self.inventory.clock(), within)
 
     async def show(self, finding_id: int) -> FindingView:
         async with self.inventory.db.read() as s:
@@ -245,6 +249,42 @@ class Governance:
             add_event(s, "finding.acknowledged", {"id": finding_id, "type": row.type,
                                                   "subject": row.subject}, now)
         return _view(row)
+
+
+@dataclass(frozen=True)
+class RotationDue:
+    identity: str
+    type: str
+    fingerprint: str
+    serial: str | None
+    due_at: dt.datetime
+    reason: str
+
+
+async def rotations_due(s: AsyncSession, policy: GovernanceConfig, now: dt.datetime,
+                        within: dt.timedelta) -> list[RotationDue]:
+    """Active credentials whose rotation date (policy age or expiry) falls before now+within."""
+    horizon = now + within
+    due: list[RotationDue] = []
+    for kind, name, ctype, fp, serial, created, rotated, expires in (await s.execute(
+            select(Identity.kind, Identity.name, Credential.type, Credential.fingerprint,
+                   Credential.serial, Credential.created_at, Credential.last_rotated_at,
+                   Credential.expires_at)
+            .join(Identity, Identity.id == Credential.identity_id)
+            .where(Credential.status == "active", Identity.status == "active"))).all():
+        candidates: list[tuple[dt.datetime, str]] = []
+        days = policy.rotation_days.get(kind)
+        if days is not None:
+            candidates.append(((rotated or created) + dt.timedelta(days=days),
+                               f"rotation policy {days}d"))
+        if expires is not None:
+            candidates.append((expires, "expiry"))
+        if not candidates:
+            continue
+        when, reason = min(candidates)
+        if when <= horizon:
+            due.append(RotationDue(_ref(kind, name), ctype, fp, serial, when, reason))
+    return sorted(due, key=lambda d: (d.due_at, d.identity))
 
 
 def _view(f: Finding) -> FindingView:

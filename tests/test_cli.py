@@ -137,3 +137,17 @@ def test_serve_answers_and_stops_on_sigterm(env: dict[str, str]) -> None:
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert '"event": "stopped"' in err
+
+
+def test_events_tail_and_governance(env: dict[str, str]) -> None:
+    run(env, "init")
+    run(env, "owner", "add", "alice@example.com", "--name", "Alice")
+    run(env, "identity", "add", "workload", "w", "--owner", "alice@example.com")
+    run(env, "owner", "offboard", "alice@example.com")
+    lines = run(env, "events", "tail", "--no-follow", "--limit", "2").stdout.splitlines()
+    assert [json.loads(x)["type"] for x in lines] == ["identity.created", "owner.departed"]
+    assert "1 opened" in run(env, "governance", "scan").stdout
+    rows = json.loads(run(env, "--json", "findings", "list").stdout)
+    assert rows[0]["type"] == "orphaned" and rows[0]["subject"] == "workload/w"
+    assert "acknowledged" in run(env, "findings", "ack", str(rows[0]["id"])).stdout
+    assert json.loads(run(env, "--json", "governance", "due").stdout) == []

@@ -53,7 +53,7 @@ async def test_orphaned_opens_on_offboarding_and_resolves_on_reassign(
     await inv.offboard_owner("alice@example.com", actor="t")
     result = await gov.scan()
     assert result.opened == ("orphaned service_account/etl",)
-    finding = (await gov.list())[0]
+    finding = (await gov.findings())[0]
     assert finding.severity == "high" and finding.evidence["owner"] == "alice@example.com"
     # Reassigning is how an orphan is fixed: move the identity to an active owner.
     async with inv.db.transaction() as s:
@@ -63,7 +63,7 @@ async def test_orphaned_opens_on_offboarding_and_resolves_on_reassign(
         assert bob is not None
         row.owner_id = bob.id
     assert (await gov.scan()).resolved == ("orphaned service_account/etl",)
-    assert await gov.list() == []
+    assert await gov.findings() == []
     async with inv.db.read() as s:
         types = (await s.scalars(select(OutboxEvent.type))).all()
     assert "finding.opened" in types and "finding.resolved" in types
@@ -82,7 +82,7 @@ async def test_stale_credential_when_clock_passes_rotation(
     clock.now = T0 + dt.timedelta(days=91)
     result = await gov.scan()
     assert "stale_credential api_key/billing" in result.opened
-    f = next(f for f in await gov.list() if f.type == "stale_credential")
+    f = next(f for f in await gov.findings() if f.type == "stale_credential")
     assert f.evidence["credentials"][0]["age_days"] == 91
     # Rotation: a new credential, the old one retired -> resolved.
     await inv.add_credential(ref, type_="api_key", fingerprint="02" * 32, actor="t")
@@ -118,7 +118,7 @@ async def test_unmanaged_mac_and_acknowledge(inv: Inventory, gov: Governance) ->
         s.add(DiscoveredDevice(mac="02:00:00:00:00:09", first_seen=T0, last_seen=T0,
                                nas="sw1", port="Gi1/0/9", count=3))
     assert (await gov.scan()).opened == ("unmanaged mac/02:00:00:00:00:09",)
-    f = (await gov.list())[0]
+    f = (await gov.findings())[0]
     acked = await gov.acknowledge(f.id, actor="t")
     assert acked.state == "acknowledged" and acked.acknowledged_by == "t"
     with pytest.raises(Conflict):
@@ -128,3 +128,20 @@ async def test_unmanaged_mac_and_acknowledge(inv: Inventory, gov: Governance) ->
     await inv.add_identity(NewIdentity.build("device", "cam", "alice@example.com",
                                              macs=["02:00:00:00:00:09"]), actor="t")
     assert (await gov.scan()).resolved == ("unmanaged mac/02:00:00:00:00:09",)
+
+
+async def test_rotation_due_dates(inv: Inventory, gov: Governance, clock: Clock) -> None:
+    await inv.add_owner("alice@example.com", "Alice", actor="t")
+    for name in ("a", "b"):
+        await inv.add_identity(NewIdentity.build("api_key", name, "alice@example.com"),
+                               actor="t")
+    await inv.add_credential(IdentityRef.parse("api_key/a"), type_="api_key",
+                             fingerprint="0a" * 32, actor="t")
+    await inv.add_credential(IdentityRef.parse("api_key/b"), type_="api_key",
+                             fingerprint="0b" * 32, expires_at=T0 + dt.timedelta(days=10),
+                             actor="t")
+    due = await gov.due(dt.timedelta(days=30))
+    assert [(d.identity, d.reason) for d in due] == [("api_key/b", "expiry")]
+    due = await gov.due(dt.timedelta(days=100))
+    assert [(d.identity, d.due_at) for d in due] == [
+        ("api_key/b", T0 + dt.timedelta(days=10)), ("api_key/a", T0 + dt.timedelta(days=90))]

@@ -213,7 +213,7 @@ async def governance_scan(request: web.Request) -> web.Response:
 
 async def list_findings(request: web.Request) -> web.Response:
     state = request.query.get("state", "open")
-    rows = await request.app[GOVERNANCE].list(request.query.get("type"),
+    rows = await request.app[GOVERNANCE].findings(request.query.get("type"),
                                               None if state == "all" else state)
     return _json(rows)
 
