@@ -28,6 +28,7 @@ from nhi_nac.governance import SEVERITY
 from nhi_nac.importer import import_identities, parse_import
 from nhi_nac.inventory import NewIdentity
 from nhi_nac.logs import configure_logging
+from nhi_nac.report import FRAMEWORKS, RENDERERS, compliance_report
 from nhi_nac.views import IdentityView, to_json
 
 EXIT_ERROR = 1
@@ -243,6 +244,17 @@ async def cmd_events_tail(a: argparse.Namespace, s: Services) -> int:
     return 0
 
 
+async def cmd_report_compliance(a: argparse.Namespace, s: Services) -> int:
+    report = await compliance_report(s.db, a.framework, s.inventory.clock())
+    text = RENDERERS[a.format](report)
+    if a.output:
+        Path(a.output).write_text(text)  # noqa: ASYNC240 - a one-shot CLI
+        print(f"wrote {a.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 async def cmd_findings_list(a: argparse.Namespace, s: Services) -> int:
     rows = await s.governance.findings(a.type, None if a.all else "open")
     _emit(a, rows, lambda: _table([(f.id, f.type, f.severity, f.state, f.subject,
@@ -375,6 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
         f = fnd.add_parser(name, parents=[common])
         f.add_argument("id", type=int)
         f.set_defaults(fn=fn)
+
+    rep = sub.add_parser("report", help="reports").add_subparsers(dest="sub", required=True)
+    r = rep.add_parser("compliance", parents=[common])
+    r.add_argument("--framework", required=True, choices=sorted(FRAMEWORKS))
+    r.add_argument("--format", default="html", choices=sorted(RENDERERS))
+    r.add_argument("-o", "--output", help="file to write (default: stdout)")
+    r.set_defaults(fn=cmd_report_compliance)
 
     tok = sub.add_parser("api-token", help="API tokens").add_subparsers(dest="sub", required=True)
     t = tok.add_parser("create", parents=[common])

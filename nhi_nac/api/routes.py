@@ -18,6 +18,7 @@ from nhi_nac.errors import InvalidInput
 from nhi_nac.governance import Governance
 from nhi_nac.importer import import_identities, parse_import
 from nhi_nac.inventory import Inventory, NewIdentity
+from nhi_nac.report import RENDERERS, compliance_report
 from nhi_nac.views import to_json
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -234,6 +235,19 @@ async def ack_finding(request: web.Request) -> web.Response:
                                                            actor=_actor(request)))
 
 
+_REPORT_TYPES = {"json": "application/json", "csv": "text/csv", "html": "text/html"}
+
+
+async def report_compliance(request: web.Request) -> web.Response:
+    fmt = request.query.get("format", "json")
+    if fmt not in RENDERERS:
+        raise InvalidInput("format must be json, csv or html")
+    report = await compliance_report(request.app[INVENTORY].db,
+                                     request.query.get("framework", ""),
+                                     request.app[INVENTORY].clock())
+    return web.Response(text=RENDERERS[fmt](report), content_type=_REPORT_TYPES[fmt])
+
+
 _OWNER = {"email": "string", "name": "string", "team": "string"}
 _IDENTITY = {"kind": "string", "name": "string", "owner": "string", "scope": "object",
              "macs": "array", "parent": "string", "allow_mab": "boolean", "description": "string"}
@@ -272,6 +286,8 @@ ROUTES: tuple[Route, ...] = (
           query=("type", "state")),
     Route("GET", "/api/v1/findings/{id}", show_finding, "Show a finding", READ_ROLES),
     Route("POST", "/api/v1/findings/{id}/ack", ack_finding, "Acknowledge a finding", ADMIN),
+    Route("GET", "/api/v1/reports/compliance", report_compliance,
+          "Compliance evidence for a framework", READ_ROLES, query=("framework", "format")),
     Route("GET", "/api/v1/api-tokens", list_api_tokens, "List API tokens", ADMIN),
     Route("POST", "/api/v1/api-tokens", create_api_token, "Create an API token", ADMIN,
           {"name": "string", "role": "string"}, ok=201),
