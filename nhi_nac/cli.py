@@ -112,7 +112,9 @@ async def cmd_owner_offboard(a: argparse.Namespace, s: Services) -> int:
 async def cmd_identity_add(a: argparse.Namespace, s: Services) -> int:
     new = NewIdentity.build(kind=a.kind, name=a.name, owner=a.owner, scope=parse_scope(a.scope),
                             macs=a.mac, parent=a.parent, allow_mab=a.allow_mab,
-                            description=a.description or "")
+                            description=a.description or "",
+                            expires_at=(s.inventory.clock() + parse_duration(a.expires_in))
+                            if a.expires_in else None)
     v = await s.inventory.add_identity(new, actor=_actor())
     _emit(a, v, lambda: f"identity {v.ref} added (owner {v.owner})")
     return 0
@@ -317,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--parent", metavar="KIND/NAME")
     i.add_argument("--allow-mab", action="store_true", help="allow MAC-auth-bypass")
     i.add_argument("--description")
+    i.add_argument("--expires-in", metavar="DURATION", help="lifetime of the identity, e.g. 90d")
     i.set_defaults(fn=cmd_identity_add)
     i = ident.add_parser("list", parents=[common])
     i.add_argument("--kind")

@@ -24,6 +24,12 @@ from typing import Any
 from nhi_nac.errors import ConfigError
 
 ENV_PREFIX = "NHI_NAC_"
+#: Actions each finding type may take (an unmanaged MAC has no identity to suspend).
+GOVERNANCE_ACTIONS_FOR = {
+    "orphaned": ("notify", "suspend"), "expired_active": ("notify", "suspend"),
+    "stale_credential": ("notify", "suspend"), "sprawl": ("notify", "suspend"),
+    "unused": ("notify", "suspend"), "unmanaged": ("notify",), "drift": ("notify", "suspend"),
+}
 _TRUST_DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 CONFIG_ENV = "NHI_NAC_CONFIG"
 
@@ -80,6 +86,11 @@ class GovernanceConfig:
     unused_days: int = 30
     #: More active credentials than this on one identity is sprawl (2 allows a rotation).
     max_active_credentials: int = 2
+    #: What a newly opened finding triggers besides its event: "notify" (event only) or
+    #: "suspend" (the identity is suspended, audited as actor "governance").
+    actions: dict[str, str] = field(default_factory=lambda: {
+        "orphaned": "notify", "expired_active": "suspend", "stale_credential": "notify",
+        "sprawl": "notify", "unused": "notify", "unmanaged": "notify", "drift": "notify"})
 
 
 @dataclass(frozen=True)
@@ -185,9 +196,10 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
                 value = json.loads(value)
             except json.JSONDecodeError:
                 raise ConfigError(key, f"{value!r} is not a JSON object") from None
+        kind = type(next(iter(default.values())))
         if not isinstance(value, Mapping) or not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in value.values()):
-            raise ConfigError(key, "must be a table of integers")
+                isinstance(v, kind) and not isinstance(v, bool) for v in value.values()):
+            raise ConfigError(key, f"must be a table of {kind.__name__} values")
         return {**default, **value}
     if isinstance(default, str):
         if not isinstance(value, str):
@@ -276,6 +288,12 @@ def _validate(cfg: Config) -> Config:
             raise ConfigError(f"governance.rotation_days.{kind}", "not an identity kind")
         if not 1 <= days <= 3650:
             raise ConfigError(f"governance.rotation_days.{kind}", "must be 1-3650 days")
+    for ftype, action in cfg.governance.actions.items():
+        if ftype not in GOVERNANCE_ACTIONS_FOR:
+            raise ConfigError(f"governance.actions.{ftype}", "not a finding type")
+        if action not in GOVERNANCE_ACTIONS_FOR[ftype]:
+            raise ConfigError(f"governance.actions.{ftype}",
+                              f"must be one of {', '.join(GOVERNANCE_ACTIONS_FOR[ftype])}")
     if not 1 <= cfg.governance.unused_days <= 3650:
         raise ConfigError("governance.unused_days", "must be 1-3650 days")
     if not 1 <= cfg.governance.max_active_credentials <= 100:

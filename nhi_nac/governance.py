@@ -206,7 +206,27 @@ class Governance:
         now = self.inventory.clock()
         async with self.inventory.db.transaction() as s:
             found = await detect(s, self.policy, now)
-            return await reconcile(s, found, now)
+            result = await reconcile(s, found, now)
+            await self._act(s, found, result, now)
+            return result
+
+    async def _act(self, s: AsyncSession, found: list[Detection], result: ScanResult,
+                   now: dt.datetime) -> None:
+        """Apply each newly opened finding's configured action, audited as "governance"."""
+        opened = set(result.opened)
+        for d in found:
+            action = self.policy.actions.get(d.type, "notify")
+            if action != "suspend" or f"{d.type} {d.subject}" not in opened:
+                continue
+            ident = await s.get(Identity, d.identity_id) if d.identity_id else None
+            if ident is None or ident.status != "active":
+                continue
+            ident.status = "suspended"
+            await audit.append(s, actor="governance", action="identity.suspended",
+                               target=d.subject, before={"status": "active"},
+                               after={"status": "suspended", "finding": d.type}, now=now)
+            add_event(s, "identity.suspended", {"identity": d.subject, "from": "active",
+                                                "to": "suspended", "finding": d.type}, now)
 
     async def findings(self, type_: str | None = None, state: str | None = "open",
                    limit: int = 1000) -> list[FindingView]:

@@ -38,8 +38,9 @@ def inv(database: Database, clock: Clock) -> Inventory:
 
 @pytest.fixture
 def gov(inv: Inventory) -> Governance:
+    notify_only = {t: "notify" for t in GovernanceConfig().actions}
     return Governance(inv, GovernanceConfig(rotation_days={"api_key": 90}, unused_days=30,
-                                            max_active_credentials=2))
+                                            max_active_credentials=2, actions=notify_only))
 
 
 async def test_orphaned_opens_on_offboarding_and_resolves_on_reassign(
@@ -145,3 +146,20 @@ async def test_rotation_due_dates(inv: Inventory, gov: Governance, clock: Clock)
     due = await gov.due(dt.timedelta(days=100))
     assert [(d.identity, d.due_at) for d in due] == [
         ("api_key/b", T0 + dt.timedelta(days=10)), ("api_key/a", T0 + dt.timedelta(days=90))]
+
+
+async def test_expired_identity_is_suspended_by_default_policy(
+    inv: Inventory, clock: Clock
+) -> None:
+    gov = Governance(inv, GovernanceConfig())
+    await inv.add_owner("alice@example.com", "Alice", actor="t")
+    await inv.add_identity(NewIdentity.build("workload", "batch", "alice@example.com",
+                                             expires_at=T0 + dt.timedelta(days=1)), actor="t")
+    clock.now = T0 + dt.timedelta(days=2)
+    assert "expired_active workload/batch" in (await gov.scan()).opened
+    view = await inv.get_identity(IdentityRef.parse("workload/batch"))
+    assert view.status == "suspended"
+    last = (await inv.audit_entries(limit=1))[0]
+    assert (last.actor, last.action) == ("governance", "identity.suspended")
+    # The cause (an expired identity that is active) is gone: the finding resolves.
+    assert "expired_active workload/batch" in (await gov.scan()).resolved

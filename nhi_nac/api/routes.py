@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -119,10 +120,15 @@ async def add_identity(request: web.Request) -> web.Response:
     allow_mab = d.get("allow_mab", False)
     if not isinstance(allow_mab, bool):
         raise InvalidInput("allow_mab must be true or false")
+    expires = _str(d, "expires_at")
+    try:
+        expires_at = dt.datetime.fromisoformat(expires) if expires else None
+    except ValueError:
+        raise InvalidInput("expires_at must be an ISO 8601 timestamp with a zone") from None
     new = NewIdentity.build(
         kind=_str(d, "kind", True), name=_str(d, "name", True), owner=_str(d, "owner") or None,
         scope=scope, macs=[str(m) for m in macs], parent=_str(d, "parent") or None,
-        allow_mab=allow_mab, description=_str(d, "description"))
+        allow_mab=allow_mab, description=_str(d, "description"), expires_at=expires_at)
     return _json(await request.app[INVENTORY].add_identity(new, actor=_actor(request)), 201)
 
 
@@ -250,7 +256,8 @@ async def report_compliance(request: web.Request) -> web.Response:
 
 _OWNER = {"email": "string", "name": "string", "team": "string"}
 _IDENTITY = {"kind": "string", "name": "string", "owner": "string", "scope": "object",
-             "macs": "array", "parent": "string", "allow_mab": "boolean", "description": "string"}
+             "macs": "array", "parent": "string", "allow_mab": "boolean", "description": "string",
+             "expires_at": "string"}
 _NAS = {"name": "string", "address": "string", "secret": "string", "vendor": "string",
         "site": "string", "require_message_authenticator": "boolean"}
 _IDENT_PATH = "/api/v1/identities/{kind}/{name}"
