@@ -18,6 +18,7 @@ from nhi_nac.config import GovernanceConfig
 from nhi_nac.errors import Forbidden, NhiError, Unauthorized
 from nhi_nac.governance import Governance
 from nhi_nac.inventory import Inventory
+from nhi_nac.ui.console import add_console, console_middleware
 
 log = structlog.get_logger("nhi_nac.api")
 
@@ -110,7 +111,8 @@ def make_app(inventory: Inventory, max_body: int = 1_048_576,
              governance: Governance | None = None) -> web.Application:
     app = web.Application(
         client_max_size=max_body,
-        middlewares=[metrics_middleware, errors_middleware, auth_middleware],
+        middlewares=[metrics_middleware, errors_middleware, console_middleware,
+                     auth_middleware],
     )
     app[INVENTORY] = inventory
     app[GOVERNANCE] = governance or Governance(inventory, GovernanceConfig())
@@ -123,4 +125,5 @@ def make_app(inventory: Inventory, max_body: int = 1_048_576,
     for route in ROUTES:
         r = app.router.add_route(route.method, route.path, route.handler)
         setattr(r, ROUTE_INFO, route)
+    add_console(app)
     return app

@@ -1,8 +1,8 @@
-"""governance and radius records
+"""governance, radius records and console sessions
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-28 23:18:02.561918
+Create Date: 2026-11-28 23:32:11.500646
 """
 from alembic import op
 import sqlalchemy as sa
@@ -70,6 +70,18 @@ def upgrade() -> None:
     sa.Column('value', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('key', name=op.f('pk_settings'))
     )
+    op.create_table('ui_sessions',
+    sa.Column('id_hash', sa.String(length=64), nullable=False),
+    sa.Column('token_name', sa.String(length=64), nullable=False),
+    sa.Column('role', sa.String(length=16), nullable=False),
+    sa.Column('csrf', sa.String(length=64), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('expires_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id_hash', name=op.f('pk_ui_sessions'))
+    )
+    with op.batch_alter_table('ui_sessions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_ui_sessions_expires_at'), ['expires_at'], unique=False)
+
     op.create_table('enrollment_tokens',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('identity_id', sa.Integer(), nullable=False),
@@ -120,6 +132,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_enrollment_tokens_identity_id'))
 
     op.drop_table('enrollment_tokens')
+    with op.batch_alter_table('ui_sessions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_ui_sessions_expires_at'))
+
+    op.drop_table('ui_sessions')
     op.drop_table('settings')
     with op.batch_alter_table('radius_sessions', schema=None) as batch_op:
         batch_op.drop_index('ix_radius_sessions_identity_status')

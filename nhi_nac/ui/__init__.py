@@ -1,0 +1,1 @@
+"""The web console for network admins, served under /ui/ by the API server."""

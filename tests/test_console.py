@@ -1,0 +1,161 @@
+"""Web console: login, pages, actions, CSRF and redirects, in real headless Chromium."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession, CookieJar
+from aiohttp.test_utils import TestServer
+
+from nhi_nac import apitokens
+from nhi_nac.api.server import make_app
+from nhi_nac.config import GovernanceConfig
+from nhi_nac.governance import Governance
+from nhi_nac.inventory import Inventory, NewIdentity
+from tests.interop import missing, require_tool
+
+ARTIFACTS = Path(os.environ.get("NHI_TEST_ARTIFACTS",
+                                Path(__file__).parent.parent / "test-artifacts"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+@pytest.fixture
+async def server(inventory: Inventory) -> AsyncIterator[str]:
+    srv = TestServer(make_app(inventory), host="127.0.0.1", port=0)
+    await srv.start_server()
+    yield f"http://127.0.0.1:{srv.port}"
+    await srv.close()
+
+
+@pytest.fixture
+async def seeded(inventory: Inventory) -> dict[str, str]:
+    await inventory.add_owner("alice@example.com", "Alice", "netops", actor="t")
+    await inventory.add_identity(NewIdentity.build(
+        "device", "printer-3f-01", "alice@example.com", scope={"zone": "office"},
+        macs=["aabbccddeeff"], allow_mab=True), actor="t")
+    await inventory.add_identity(NewIdentity.build("workload", "billing", "alice@example.com",
+                                                   scope={"env": "prod"}), actor="t")
+    return {role: await apitokens.create_token(inventory, f"ui-{role}", role, actor="t")
+            for role in ("admin", "auditor")}
+
+
+async def test_unauthenticated_pages_redirect_to_login(server: str) -> None:
+    async with _client(server) as http:
+        for path in ("/ui/", "/ui/identities", "/ui/findings", "/ui/admissions", "/ui/report",
+                     "/ui/identities/device/x"):
+            r = await http.get(server + path, allow_redirects=False)
+            assert r.status == 303, path
+            assert r.headers["Location"].startswith("/ui/login?next=")
+
+
+def _client(server: str) -> ClientSession:
+    """A client that, like a browser, treats the loopback origin as secure for cookies."""
+    return ClientSession(cookie_jar=CookieJar(unsafe=True, treat_as_secure_origin=server))
+
+
+async def _login(http: ClientSession, server: str, token: str) -> None:
+    page = await http.get(server + "/ui/login")
+    html = await page.text()
+    csrf = html.split('name="csrf" value="')[1].split('"')[0]
+    r = await http.post(server + "/ui/login", data={"csrf": csrf, "token": token,
+                                                    "next": "/ui/"},
+                        headers={"Origin": server}, allow_redirects=False)
+    assert r.status == 303
+
+
+async def test_csrf_less_and_cross_site_posts_are_refused(
+    server: str, seeded: dict[str, str], inventory: Inventory
+) -> None:
+    async with _client(server) as http:
+        await _login(http, server, seeded["admin"])
+        url = server + "/ui/identities/workload/billing/suspend"
+        r = await http.post(url, data={}, headers={"Origin": server}, allow_redirects=False)
+        assert r.status == 403
+        page = await (await http.get(server + "/ui/identities/workload/billing")).text()
+        csrf = page.split('name="csrf" value="')[1].split('"')[0]
+        r = await http.post(url, data={"csrf": csrf}, headers={"Origin": "https://evil.example"},
+                            allow_redirects=False)
+        assert r.status == 403
+        assert (await inventory.list_identities(status="suspended")) == []
+        r = await http.post(url, data={"csrf": csrf}, headers={"Origin": server},
+                            allow_redirects=False)
+        assert r.status == 303
+        assert [v.name for v in await inventory.list_identities(status="suspended")] == [
+            "billing"]
+
+
+async def test_login_rejects_bad_token_and_sets_safe_cookie(
+    server: str, seeded: dict[str, str]
+) -> None:
+    async with _client(server) as http:
+        page = await http.get(server + "/ui/login")
+        assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+        html = await page.text()
+        csrf = html.split('name="csrf" value="')[1].split('"')[0]
+        r = await http.post(server + "/ui/login", data={"csrf": csrf, "token": "nhi_bad"},
+                            headers={"Origin": server}, allow_redirects=False)
+        assert r.status == 401 and "Invalid or revoked" in await r.text()
+        r = await http.get(server + "/ui/login")
+        html = await r.text()
+        csrf = html.split('name="csrf" value="')[1].split('"')[0]
+        r = await http.post(server + "/ui/login", data={"csrf": csrf, "token": seeded["admin"]},
+                            headers={"Origin": server}, allow_redirects=False)
+        cookie = r.headers.getall("Set-Cookie")
+        session = next(c for c in cookie if c.startswith("nhi_session="))
+        for attr in ("HttpOnly", "Secure", "SameSite=Strict", "Path=/ui"):
+            assert attr in session
+
+
+async def test_browser_flow_with_screenshots(
+    server: str, seeded: dict[str, str], inventory: Inventory
+) -> None:
+    chromium = require_tool("chromium", "chromium")
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        missing("playwright not installed (pip install playwright)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    backend = inventory.db.engine.dialect.name
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = await browser.new_page()
+        await page.goto(server + "/ui/identities")
+        assert "/ui/login" in page.url
+        await page.get_by_label("API token").fill(seeded["admin"])
+        await page.get_by_role("button", name="Log in").click()
+        await page.wait_for_url("**/ui/identities")
+        await page.screenshot(path=str(ARTIFACTS / f"ui-inventory-{backend}.png"), full_page=True)
+        await page.get_by_label("Scope label").fill("zone=office")
+        await page.get_by_role("button", name="Filter").click()
+        rows = page.locator("tbody tr")
+        assert await rows.count() == 1
+        await page.get_by_role("link", name="device/printer-3f-01").click()
+        page.on("dialog", lambda d: d.accept())
+        await page.get_by_role("button", name="Suspend").click()
+        await page.wait_for_selector("text=is now suspended")
+        await page.screenshot(path=str(ARTIFACTS / f"ui-identity-{backend}.png"), full_page=True)
+        await inventory.offboard_owner("alice@example.com", actor="t")
+        await page.goto(server + "/ui/findings")
+        await Governance(inventory, GovernanceConfig()).scan()
+        await page.reload()
+        await page.get_by_role("button", name="Acknowledge").first.click()
+        await page.wait_for_selector("text=finding acknowledged")
+        await page.screenshot(path=str(ARTIFACTS / f"ui-findings-{backend}.png"), full_page=True)
+        for name in ("admissions", "report", ""):
+            await page.goto(f"{server}/ui/{name}")
+            await page.screenshot(path=str(ARTIFACTS / f"ui-{name or 'overview'}-{backend}.png"),
+                                  full_page=True)
+        # An auditor sees no action buttons and cannot change anything.
+        ctx = await browser.new_context()
+        aud = await ctx.new_page()
+        await aud.goto(server + "/ui/login")
+        await aud.get_by_label("API token").fill(seeded["auditor"])
+        await aud.get_by_role("button", name="Log in").click()
+        await aud.goto(server + "/ui/identities/workload/billing")
+        assert await aud.get_by_role("button", name="Suspend").count() == 0
+        await browser.close()
