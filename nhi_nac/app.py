@@ -21,6 +21,7 @@ from nhi_nac.governance import Governance
 from nhi_nac.inventory import Inventory, utcnow
 from nhi_nac.mqtt import MqttPublisher
 from nhi_nac.sdnotify import notify
+from nhi_nac.segment_service import SegmentService, starter_map_text
 from nhi_nac.storage.db import Database
 
 log = structlog.get_logger("nhi_nac")
@@ -33,6 +34,7 @@ class Services:
     inventory: Inventory
     relay: EventRelay
     governance: Governance
+    segments: SegmentService
 
     async def close(self) -> None:
         await self.db.close()
@@ -42,7 +44,7 @@ def build(config: Config) -> Services:
     db = Database(config.effective_database_url)
     inventory = Inventory(db, utcnow)
     return Services(config, db, inventory, EventRelay(db, utcnow),
-                    Governance(inventory, config.governance))
+                    Governance(inventory, config.governance), SegmentService(inventory))
 
 
 def ensure_data_dir(config: Config) -> None:
@@ -60,11 +62,30 @@ async def initialise(config: Config) -> list[str]:
         before = await services.db.current_revision()
         await services.db.upgrade()
         after = await services.db.current_revision()
-        done.append(f"database at migration {after}" + (" (was {before})" if before and
-                                                          before != after else ""))
+        done.append(f"database at migration {after}" + (f" (was {before})" if before and
+                                                           before != after else ""))
+        if await services.segments.current_text() is None:
+            info = await services.segments.apply(starter_map_text(), "starter.yaml",
+                                                 author="nhi-nac init",
+                                                 comment="starter segment map")
+            done.append(f"starter segment map applied as version {info.version}")
     finally:
         await services.close()
     return done
+
+
+#: Seconds between checks for a segment map applied by another node (or the CLI).
+SEGMENT_REFRESH_SECONDS = 1.0
+
+
+async def _keep_segments_fresh(service: SegmentService) -> None:
+    while True:
+        await asyncio.sleep(SEGMENT_REFRESH_SECONDS)
+        try:
+            if await service.refresh():
+                log.info("segments.reloaded", version=service.version)
+        except Exception:  # noqa: BLE001 - the current map stays in force
+            log.warning("segments.refresh_failed", exc_info=True)
 
 
 async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
@@ -76,7 +97,9 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    app = make_app(services.inventory, config.api.max_body, governance=services.governance)
+    await services.segments.refresh()
+    app = make_app(services.inventory, config.api.max_body, governance=services.governance,
+                   segment_service=services.segments)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = config.api_host_port
@@ -86,6 +109,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         publisher = MqttPublisher(config.mqtt.url, config.mqtt.site)
         services.relay.subscribe(publisher)
     relay_task = asyncio.create_task(services.relay.run())
+    refresh_task = asyncio.create_task(_keep_segments_fresh(services.segments))
     try:
         await site.start()
         log.info("api.listening", address=f"{host}:{port}")
@@ -93,9 +117,10 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         await stop.wait()
         notify("STOPPING=1")
     finally:
-        relay_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await relay_task
+        for task in (relay_task, refresh_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await runner.cleanup()
         if publisher is not None:
             await publisher.close()

@@ -29,6 +29,7 @@ from nhi_nac.importer import import_identities, parse_import
 from nhi_nac.inventory import NewIdentity
 from nhi_nac.logs import configure_logging
 from nhi_nac.report import FRAMEWORKS, RENDERERS, compliance_report
+from nhi_nac.segment_service import SegmentMapRefused, problem_json
 from nhi_nac.views import IdentityView, to_json
 
 EXIT_ERROR = 1
@@ -257,6 +258,88 @@ async def cmd_report_compliance(a: argparse.Namespace, s: Services) -> int:
     return 0
 
 
+def _read_map(path: str) -> tuple[str, str]:
+    try:
+        return Path(path).read_text(encoding="utf-8"), path
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NhiError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+async def cmd_segments_show(a: argparse.Namespace, s: Services) -> int:
+    current = await s.segments.current_text()
+    if current is None:
+        raise NhiError("no segment map applied yet (nhi-nac init applies the starter map)")
+    counts = await s.segments.identities_per_segment()
+    data = {"version": current[0], "text": current[1], "identities_per_segment": counts}
+
+    def human() -> str:
+        lines = [f"# segment map version {current[0]}", current[1].rstrip(), "",
+                 "# identities per segment:"]
+        lines += [f"#   {name}: {n}" for name, n in sorted(counts.items())]
+        return "\n".join(lines)
+    _emit(a, data, human)
+    return 0
+
+
+async def cmd_segments_validate(a: argparse.Namespace, s: Services) -> int:
+    text, name = _read_map(a.file)
+    v = await s.segments.validate(text, name)
+    _emit(a, {"ok": v.ok, "problems": [problem_json(p) for p in v.problems]},
+          lambda: "\n".join([str(p) for p in v.problems] + [
+              f"{name}: valid" if v.ok else f"{name}: {len(v.errors)} errors"]))
+    return 0 if v.ok else EXIT_ERROR
+
+
+async def _preview_or_refuse(s: Services, path: str) -> tuple[str, str, list[str]]:
+    text, name = _read_map(path)
+    p = await s.segments.preview(text, name)
+    if p.diff is None:
+        for problem in p.validation.problems:
+            print(problem, file=sys.stderr)
+        raise SegmentMapRefused(p.validation.problems)
+    return text, name, p.lines()
+
+
+async def cmd_segments_diff(a: argparse.Namespace, s: Services) -> int:
+    _, _, lines = await _preview_or_refuse(s, a.file)
+    _emit(a, {"summary": lines}, lambda: "\n".join(lines))
+    return 0
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        raise NhiError("not confirmed: run interactively or pass --yes")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+async def cmd_segments_apply(a: argparse.Namespace, s: Services) -> int:
+    text, name, lines = await _preview_or_refuse(s, a.file)
+    if not a.json:
+        print("\n".join(lines))
+    if not a.yes and not _confirm("Apply this segment map?"):
+        raise NhiError("not applied")
+    info = await s.segments.apply(text, name, author=_actor(), comment=a.comment or "")
+    _emit(a, info, lambda: f"segment map version {info.version} applied")
+    return 0
+
+
+async def cmd_segments_history(a: argparse.Namespace, s: Services) -> int:
+    rows = await s.segments.history()
+    _emit(a, rows, lambda: _table([(v.version, v.applied_at.isoformat(timespec="seconds"),
+                                    v.author, v.summary.get("moved", 0), v.comment)
+                                   for v in rows],
+                                  ("version", "applied", "author", "moved", "comment")))
+    return 0
+
+
+async def cmd_segments_rollback(a: argparse.Namespace, s: Services) -> int:
+    if not a.yes and not _confirm(f"Re-apply segment map version {a.version}?"):
+        raise NhiError("not rolled back")
+    info = await s.segments.rollback(a.version, author=_actor())
+    _emit(a, info, lambda: f"version {a.version} re-applied as version {info.version}")
+    return 0
+
+
 async def cmd_findings_list(a: argparse.Namespace, s: Services) -> int:
     rows = await s.governance.findings(a.type, None if a.all else "open")
     _emit(a, rows, lambda: _table([(f.id, f.type, f.severity, f.state, f.subject,
@@ -390,6 +473,24 @@ def build_parser() -> argparse.ArgumentParser:
         f = fnd.add_parser(name, parents=[common])
         f.add_argument("id", type=int)
         f.set_defaults(fn=fn)
+
+    seg = sub.add_parser("segments", help="segment maps").add_subparsers(dest="sub",
+                                                                        required=True)
+    seg.add_parser("show", parents=[common]).set_defaults(fn=cmd_segments_show)
+    for name, fn in (("validate", cmd_segments_validate), ("diff", cmd_segments_diff)):
+        x = seg.add_parser(name, parents=[common])
+        x.add_argument("file")
+        x.set_defaults(fn=fn)
+    x = seg.add_parser("apply", parents=[common])
+    x.add_argument("file")
+    x.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    x.add_argument("--comment")
+    x.set_defaults(fn=cmd_segments_apply)
+    seg.add_parser("history", parents=[common]).set_defaults(fn=cmd_segments_history)
+    x = seg.add_parser("rollback", parents=[common])
+    x.add_argument("version", type=int)
+    x.add_argument("--yes", action="store_true")
+    x.set_defaults(fn=cmd_segments_rollback)
 
     rep = sub.add_parser("report", help="reports").add_subparsers(dest="sub", required=True)
     r = rep.add_parser("compliance", parents=[common])

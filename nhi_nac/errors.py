@@ -16,6 +16,10 @@ class NhiError(Exception):
         super().__init__(message)
         self.message = message
 
+    def problem_extra(self) -> dict[str, object]:
+        """Extension members of the RFC 9457 problem document (none by default)."""
+        return {}
+
 
 class InvalidInput(NhiError):
     """The request, file or value given to us is wrong; nothing was changed."""

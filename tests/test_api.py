@@ -10,12 +10,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from nhi_nac import apitokens
 from nhi_nac.api.routes import ROUTES
 from nhi_nac.api.server import make_app
+from nhi_nac.apitokens import Role
 from nhi_nac.inventory import Inventory
 
 
 @pytest.fixture
 async def client(inventory: Inventory) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
-    server = TestServer(make_app(inventory, max_body=4096), host="127.0.0.1", port=0)
+    server = TestServer(make_app(inventory, max_body=65536), host="127.0.0.1", port=0)
     async with TestClient(server) as c:
         yield c
 
@@ -62,10 +63,13 @@ async def test_admin_flow_and_owner_required(client: TestClient, inventory: Inve
 async def test_auditor_cannot_change_anything(client: TestClient, inventory: Inventory) -> None:  # type: ignore[type-arg]
     auditor = await _token(inventory, "auditor")
     await inventory.add_owner("alice@example.com", "Alice", actor="test")
-    for route in ROUTES:
+    changing = [r for r in ROUTES if Role.AUDITOR not in r.roles]
+    assert {r.method for r in changing} == {"POST", "DELETE", "GET"}
+    for route in changing:
         if route.method == "GET":
             continue
-        path = route.path.format(kind="device", name="x", email="alice@example.com", id="1")
+        path = route.path.format(version="1", kind="device", name="x",
+                                 email="alice@example.com", id="1")
         r = await client.request(route.method, path, headers=auditor, json={})
         assert r.status == 403, (route.method, path, r.status)
     r = await client.get("/api/v1/owners", headers=auditor)
@@ -83,7 +87,7 @@ async def test_revoked_token_stops_working(client: TestClient, inventory: Invent
 
 async def test_bounded_body_and_bad_json(client: TestClient, inventory: Inventory) -> None:  # type: ignore[type-arg]
     admin = await _token(inventory, "admin")
-    r = await client.post("/api/v1/owners", headers=admin, data=b"{" + b" " * 10000 + b"}",
+    r = await client.post("/api/v1/owners", headers=admin, data=b"{" + b" " * 70000 + b"}",
                           )
     assert r.status == 413 and r.content_type == "application/problem+json"
     r = await client.post("/api/v1/owners", headers=admin, data=b"{nope",
@@ -144,3 +148,36 @@ async def test_bootstrap_tokens_and_findings_over_api(
     assert [f["type"] for f in findings] == ["orphaned"]
     r = await client.post(f"/api/v1/findings/{findings[0]['id']}/ack", headers=admin)
     assert (await r.json())["state"] == "acknowledged"
+
+
+async def test_segments_over_api(client: TestClient, inventory: Inventory) -> None:  # type: ignore[type-arg]
+    from nhi_nac.segment_service import starter_map_text
+
+    admin = await _token(inventory, "admin")
+    auditor = await _token(inventory, "auditor")
+    starter = starter_map_text()
+    r = await client.get("/api/v1/segments", headers=auditor)
+    assert r.status == 404
+    bad = starter.replace("vlan: 120", "vlan: 9999", 1)
+    r = await client.post("/api/v1/segments/validate?filename=bad.yaml", headers=auditor,
+                          data=bad.encode())
+    body = await r.json()
+    assert body["ok"] is False
+    err = next(p for p in body["problems"] if p["severity"] == "error")
+    assert err["file"] == "bad.yaml" and err["line"] > 1 and "9999" in err["message"]
+    r = await client.post("/api/v1/segments/apply", headers=admin, data=bad.encode())
+    assert r.status == 400
+    assert (await r.json())["problems"][0]["line"] > 0
+    assert (await client.get("/api/v1/segments", headers=auditor)).status == 404
+    r = await client.post("/api/v1/segments/apply", headers=auditor, data=starter.encode())
+    assert r.status == 403
+    r = await client.post("/api/v1/segments/apply?comment=first", headers=admin,
+                          data=starter.encode())
+    assert r.status == 201 and (await r.json())["version"] == 1
+    r = await client.post("/api/v1/segments/diff", headers=auditor,
+                          data=starter.replace("vlan: 120", "vlan: 121", 1).encode())
+    assert "map change: ~ segment printers: vlan 120 -> 121" in (await r.json())["summary"]
+    r = await client.get("/api/v1/segments", headers=auditor)
+    assert (await r.json())["version"] == 1
+    r = await client.post("/api/v1/segments/rollback/1", headers=admin)
+    assert (await r.json())["version"] == 2

@@ -151,3 +151,30 @@ def test_events_tail_and_governance(env: dict[str, str]) -> None:
     assert rows[0]["type"] == "orphaned" and rows[0]["subject"] == "workload/w"
     assert "acknowledged" in run(env, "findings", "ack", str(rows[0]["id"])).stdout
     assert json.loads(run(env, "--json", "governance", "due").stdout) == []
+
+
+def test_segments_cli(env: dict[str, str], tmp_path: Path) -> None:
+    assert "starter segment map applied as version 1" in run(env, "init").stdout
+    assert "starter segment map" not in run(env, "init").stdout  # only once
+    current = json.loads(run(env, "--json", "segments", "show").stdout)
+    assert current["version"] == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(current["text"].replace("vlan: 120", "vlan: 4095", 1))
+    p = run(env, "segments", "validate", str(bad), ok=False)
+    assert p.returncode == 1
+    assert f"{bad}:" in p.stdout and "VLAN 4095" in p.stdout
+    line = int(p.stdout.split(f"{bad}:")[1].split(":")[0])
+    assert "vlan: 4095" in bad.read_text().splitlines()[line - 1]
+    p = run(env, "segments", "apply", str(bad), "--yes", ok=False)
+    assert p.returncode == 1 and "current map stays in force" in p.stderr
+    assert json.loads(run(env, "--json", "segments", "show").stdout)["version"] == 1
+    good = tmp_path / "good.yaml"
+    good.write_text(current["text"].replace("vlan: 120", "vlan: 121", 1))
+    p = run(env, "segments", "apply", str(good), ok=False)  # no tty, no --yes
+    assert "pass --yes" in p.stderr
+    p = run(env, "segments", "apply", str(good), "--yes", "--comment", "renumber")
+    assert "segment printers: vlan 120 -> 121" in p.stdout and "version 2 applied" in p.stdout
+    assert "re-applied as version 3" in run(env, "segments", "rollback", "1", "--yes").stdout
+    history = json.loads(run(env, "--json", "segments", "history").stdout)
+    assert [h["version"] for h in history] == [3, 2, 1]
+    assert history[1]["comment"] == "renumber"

@@ -159,3 +159,68 @@ async def test_browser_flow_with_screenshots(
         await aud.goto(server + "/ui/identities/workload/billing")
         assert await aud.get_by_role("button", name="Suspend").count() == 0
         await browser.close()
+
+
+async def test_segment_editor_in_browser(
+    server: str, seeded: dict[str, str], inventory: Inventory
+) -> None:
+    from nhi_nac.segment_service import SegmentService, starter_map_text
+
+    chromium = require_tool("chromium", "chromium")
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        missing("playwright not installed (pip install playwright)")
+    svc = SegmentService(inventory)
+    await svc.apply(starter_map_text(), "starter.yaml", author="t")
+    await inventory.add_identity(NewIdentity.build(
+        "device", "mfp-2", "alice@example.com", scope={"function": "printer"}), actor="t")
+    backend = inventory.db.engine.dialect.name
+    text = starter_map_text()
+    bad_line = next(i for i, line in enumerate(text.splitlines(), 1) if "vlan: 120" in line)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = await browser.new_page()
+        page.on("dialog", lambda d: d.accept())
+        await page.goto(server + "/ui/segments")
+        await page.get_by_label("API token").fill(seeded["admin"])
+        await page.get_by_role("button", name="Log in").click()
+        await page.wait_for_url("**/ui/segments")
+        editor = page.get_by_label("Segment map (YAML)")
+        await editor.fill(text.replace("vlan: 120", "vlan: 5000", 1))
+        problem = page.locator(f"#problems li[data-line='{bad_line}']")
+        await problem.wait_for()
+        assert "VLAN 5000" in await problem.inner_text()
+        await page.screenshot(path=str(ARTIFACTS / f"ui-segments-error-{backend}.png"),
+                              full_page=True)
+        await editor.fill(text.replace("vlan: 120", "vlan: 121", 1))
+        await problem.wait_for(state="detached")
+        assert await page.locator("#problems li.problem-error").count() == 0
+        await page.get_by_role("button", name="Preview changes").click()
+        await page.wait_for_load_state()
+        await page.screenshot(path=str(ARTIFACTS / f"ui-segments-preview-{backend}.png"),
+                              full_page=True)
+        await page.locator("#preview", has_text="VLAN 120 -> VLAN 121: 1").wait_for()
+        await page.screenshot(path=str(ARTIFACTS / f"ui-segments-preview-{backend}.png"),
+                              full_page=True)
+        await page.get_by_label("Comment").fill("renumber printers")
+        await page.get_by_role("button", name="Apply").click()
+        await page.wait_for_selector("text=version 2 applied")
+        await page.screenshot(path=str(ARTIFACTS / f"ui-segments-applied-{backend}.png"),
+                              full_page=True)
+        # The auditor sees the map but has no Apply and no Roll back.
+        ctx = await browser.new_context()
+        aud = await ctx.new_page()
+        await aud.goto(server + "/ui/login?next=/ui/segments")
+        await aud.get_by_label("API token").fill(seeded["auditor"])
+        await aud.get_by_role("button", name="Log in").click()
+        await aud.wait_for_url("**/ui/segments")
+        await aud.get_by_role("button", name="Preview changes").click()
+        assert await aud.get_by_role("button", name="Apply").count() == 0
+        assert await aud.get_by_role("button", name="Roll back").count() == 0
+        await browser.close()
+    assert (await SegmentService(inventory).history())[0].version == 2
+    hit = SegmentService(inventory)
+    await hit.refresh()
+    found = hit.lookup("device", {"function": "printer"}, "netops", None)
+    assert found is not None and found.vlan == 121

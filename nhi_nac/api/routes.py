@@ -15,16 +15,18 @@ from nhi_nac.apitokens import Principal, Role
 from nhi_nac.bootstrap_tokens import create_bootstrap_token
 from nhi_nac.domain import IdentityRef, parse_scope
 from nhi_nac.durations import parse_duration
-from nhi_nac.errors import InvalidInput
+from nhi_nac.errors import InvalidInput, NotFound
 from nhi_nac.governance import Governance
 from nhi_nac.importer import import_identities, parse_import
 from nhi_nac.inventory import Inventory, NewIdentity
 from nhi_nac.report import RENDERERS, compliance_report
+from nhi_nac.segment_service import SegmentMapRefused, SegmentService, problem_json
 from nhi_nac.views import to_json
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 INVENTORY: web.AppKey[Inventory] = web.AppKey("inventory", Inventory)
 GOVERNANCE: web.AppKey[Governance] = web.AppKey("governance", Governance)
+SEGMENTS: web.AppKey[SegmentService] = web.AppKey("segments", SegmentService)
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 
 READ_ROLES = frozenset(Role)
@@ -254,6 +256,63 @@ async def report_compliance(request: web.Request) -> web.Response:
     return web.Response(text=RENDERERS[fmt](report), content_type=_REPORT_TYPES[fmt])
 
 
+async def _map_text(request: web.Request) -> str:
+    data = await request.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("segment map must be UTF-8 text") from None
+
+
+def _name(request: web.Request) -> str:
+    return request.query.get("filename", "request.yaml")[:200]
+
+
+async def segments_current(request: web.Request) -> web.Response:
+    svc = request.app[SEGMENTS]
+    current = await svc.current_text()
+    if current is None:
+        raise NotFound("no segment map applied yet")
+    return _json({"version": current[0], "text": current[1],
+                  "identities_per_segment": await svc.identities_per_segment()})
+
+
+async def segments_validate(request: web.Request) -> web.Response:
+    v = await request.app[SEGMENTS].validate(await _map_text(request), _name(request))
+    return _json({"ok": v.ok, "problems": [problem_json(p) for p in v.problems]})
+
+
+async def segments_diff(request: web.Request) -> web.Response:
+    p = await request.app[SEGMENTS].preview(await _map_text(request), _name(request))
+    if p.diff is None:
+        raise SegmentMapRefused(p.validation.problems)
+    return _json({"current_version": p.current_version, "summary": p.lines(),
+                  "moved": sorted(p.diff.moved), "to_fallback": p.diff.to_fallback,
+                  "transitions": [{"from_vlan": a, "to_vlan": b, "identities": n}
+                                  for (a, b), n in p.diff.transitions.items()],
+                  "sessions_per_nas": p.sessions_per_nas,
+                  "problems": [problem_json(x) for x in p.validation.problems]})
+
+
+async def segments_apply(request: web.Request) -> web.Response:
+    info = await request.app[SEGMENTS].apply(await _map_text(request), _name(request),
+                                             author=_actor(request),
+                                             comment=request.query.get("comment", ""))
+    return _json(info, 201)
+
+
+async def segments_history(request: web.Request) -> web.Response:
+    return _json(await request.app[SEGMENTS].history())
+
+
+async def segments_rollback(request: web.Request) -> web.Response:
+    try:
+        version = int(request.match_info["version"])
+    except ValueError:
+        raise InvalidInput("version must be an integer") from None
+    return _json(await request.app[SEGMENTS].rollback(version, author=_actor(request)), 201)
+
+
 _OWNER = {"email": "string", "name": "string", "team": "string"}
 _IDENTITY = {"kind": "string", "name": "string", "owner": "string", "scope": "object",
              "macs": "array", "parent": "string", "allow_mab": "boolean", "description": "string",
@@ -295,6 +354,18 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v1/findings/{id}/ack", ack_finding, "Acknowledge a finding", ADMIN),
     Route("GET", "/api/v1/reports/compliance", report_compliance,
           "Compliance evidence for a framework", READ_ROLES, query=("framework", "format")),
+    Route("GET", "/api/v1/segments", segments_current, "The current segment map", READ_ROLES),
+    Route("POST", "/api/v1/segments/validate", segments_validate,
+          "Validate a segment map (YAML body)", READ_ROLES, query=("filename",)),
+    Route("POST", "/api/v1/segments/diff", segments_diff,
+          "Preview a segment map: who moves, sessions touched", READ_ROLES,
+          query=("filename",)),
+    Route("POST", "/api/v1/segments/apply", segments_apply, "Apply a segment map", ADMIN,
+          query=("filename", "comment"), ok=201),
+    Route("GET", "/api/v1/segments/history", segments_history, "Applied versions",
+          READ_ROLES),
+    Route("POST", "/api/v1/segments/rollback/{version}", segments_rollback,
+          "Re-apply an earlier version", ADMIN, ok=201),
     Route("GET", "/api/v1/api-tokens", list_api_tokens, "List API tokens", ADMIN),
     Route("POST", "/api/v1/api-tokens", create_api_token, "Create an API token", ADMIN,
           {"name": "string", "role": "string"}, ok=201),

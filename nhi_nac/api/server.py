@@ -13,11 +13,20 @@ from sqlalchemy import text
 from nhi_nac import apitokens
 from nhi_nac.api.openapi import openapi_document
 from nhi_nac.api.problem import problem
-from nhi_nac.api.routes import GOVERNANCE, INVENTORY, PRINCIPAL, ROUTES, Handler, Route
+from nhi_nac.api.routes import (
+    GOVERNANCE,
+    INVENTORY,
+    PRINCIPAL,
+    ROUTES,
+    SEGMENTS,
+    Handler,
+    Route,
+)
 from nhi_nac.config import GovernanceConfig
 from nhi_nac.errors import Forbidden, NhiError, Unauthorized
 from nhi_nac.governance import Governance
 from nhi_nac.inventory import Inventory
+from nhi_nac.segment_service import SegmentService
 from nhi_nac.ui.console import add_console, console_middleware
 
 log = structlog.get_logger("nhi_nac.api")
@@ -43,7 +52,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except NhiError as exc:
-        return problem(exc.status, exc.title, exc.message)
+        return problem(exc.status, exc.title, exc.message, **exc.problem_extra())
     except web.HTTPRequestEntityTooLarge as exc:
         return problem(413, "Request too large", exc.text or "request body too large")
     except web.HTTPException as exc:
@@ -108,7 +117,8 @@ async def openapi(_request: web.Request) -> web.Response:
 
 def make_app(inventory: Inventory, max_body: int = 1_048_576,
              registry: CollectorRegistry | None = None,
-             governance: Governance | None = None) -> web.Application:
+             governance: Governance | None = None,
+             segment_service: SegmentService | None = None) -> web.Application:
     app = web.Application(
         client_max_size=max_body,
         middlewares=[metrics_middleware, errors_middleware, console_middleware,
@@ -116,6 +126,7 @@ def make_app(inventory: Inventory, max_body: int = 1_048_576,
     )
     app[INVENTORY] = inventory
     app[GOVERNANCE] = governance or Governance(inventory, GovernanceConfig())
+    app[SEGMENTS] = segment_service or SegmentService(inventory)
     app[REGISTRY] = registry or CollectorRegistry()
     app[METRICS] = ApiMetrics(app[REGISTRY])
     app.router.add_get("/healthz", healthz)

@@ -26,11 +26,12 @@ from aiohttp import web
 from sqlalchemy import delete, select
 
 from nhi_nac import apitokens
-from nhi_nac.api.routes import GOVERNANCE, INVENTORY
+from nhi_nac.api.routes import GOVERNANCE, INVENTORY, SEGMENTS
 from nhi_nac.apitokens import Principal, Role
 from nhi_nac.domain import IdentityKind, IdentityRef, parse_scope
 from nhi_nac.errors import NhiError, Unauthorized
 from nhi_nac.report import FRAMEWORKS, RENDERERS, compliance_report
+from nhi_nac.segment_service import SegmentMapRefused, problem_json
 from nhi_nac.storage.models import Admission, OutboxEvent, UiSession
 
 COOKIE = "nhi_session"
@@ -315,6 +316,74 @@ async def report_file(request: web.Request) -> web.Response:
     return resp
 
 
+async def _segments_page(request: web.Request, *, text: str | None = None,
+                         problems: list[dict[str, Any]] | None = None,
+                         preview: list[str] | None = None, can_apply: bool = False,
+                         status: int = 200, error: str | None = None) -> web.Response:
+    svc = request.app[SEGMENTS]
+    await svc.refresh()
+    current = await svc.current_text()
+    m = svc.map
+    return render(
+        request, "segments.html", status=status, error=error,
+        version=current[0] if current else None,
+        text=text if text is not None else (current[1] if current else ""),
+        segment_rows=m.segments if m else (), rule_rows=m.rules if m else (),
+        fallback=(m.fallback.segment or "reject") if m else "",
+        counts=await svc.identities_per_segment(), history=await svc.history(),
+        problems=problems or [], preview=preview, can_apply=can_apply)
+
+
+async def segments_page(request: web.Request) -> web.Response:
+    return await _segments_page(request)
+
+
+async def _posted_map(request: web.Request) -> str:
+    text = str((await request.post()).get("yaml", ""))
+    return text.replace("\r\n", "\n")
+
+
+async def segments_validate(request: web.Request) -> web.Response:
+    v = await request.app[SEGMENTS].validate(await _posted_map(request), "editor")
+    return web.json_response({"ok": v.ok, "problems": [problem_json(p) for p in v.problems]})
+
+
+async def segments_preview(request: web.Request) -> web.Response:
+    text = await _posted_map(request)
+    p = await request.app[SEGMENTS].preview(text, "editor")
+    problems = [problem_json(x) for x in p.validation.problems]
+    if p.diff is None:
+        return await _segments_page(request, text=text, problems=problems, status=400,
+                                    error="The map has errors; the current map stays in force.")
+    return await _segments_page(request, text=text, problems=problems, preview=p.lines(),
+                                can_apply=True)
+
+
+async def segments_apply(request: web.Request) -> web.Response:
+    session = _admin(request)
+    form = await request.post()
+    text = str(form.get("yaml", "")).replace("\r\n", "\n")
+    try:
+        info = await request.app[SEGMENTS].apply(text, "editor",
+                                                 author=f"ui:{session.principal.name}",
+                                                 comment=str(form.get("comment", "")))
+    except SegmentMapRefused as exc:
+        return await _segments_page(request, text=text, status=400, error=exc.message,
+                                    problems=[problem_json(p) for p in exc.problems])
+    raise web.HTTPSeeOther(f"/ui/segments?msg={quote(f'version {info.version} applied')}")
+
+
+async def segments_rollback(request: web.Request) -> web.Response:
+    session = _admin(request)
+    try:
+        info = await request.app[SEGMENTS].rollback(int(request.match_info["version"]),
+                                                    author=f"ui:{session.principal.name}")
+        msg = f"rolled back: version {info.version} applied"
+    except (NhiError, ValueError) as exc:
+        msg = f"refused: {getattr(exc, 'message', exc)}"
+    raise web.HTTPSeeOther(f"/ui/segments?msg={quote(msg)}")
+
+
 async def root(_request: web.Request) -> web.Response:
     raise web.HTTPSeeOther("/ui/")
 
@@ -331,6 +400,11 @@ def add_console(app: web.Application) -> None:
     r.add_get("/ui/identities", identities)
     r.add_get("/ui/identities/{kind}/{name}", identity)
     r.add_post("/ui/identities/{kind}/{name}/{action}", identity_action)
+    r.add_get("/ui/segments", segments_page)
+    r.add_post("/ui/segments/validate", segments_validate)
+    r.add_post("/ui/segments/preview", segments_preview)
+    r.add_post("/ui/segments/apply", segments_apply)
+    r.add_post("/ui/segments/rollback/{version}", segments_rollback)
     r.add_get("/ui/findings", findings)
     r.add_post("/ui/findings/{id}/ack", finding_ack)
     r.add_get("/ui/admissions", admissions)

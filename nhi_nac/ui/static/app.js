@@ -42,7 +42,7 @@ if (editor) {
     list.replaceChildren();
     for (const p of data.problems) {
       const li = document.createElement("li");
-      li.className = p.severity;
+      li.className = `problem-${p.severity}`;
       li.textContent = `line ${p.line}, column ${p.column}: ${p.severity}: ${p.message}`;
       li.dataset.line = p.line;
       list.appendChild(li);

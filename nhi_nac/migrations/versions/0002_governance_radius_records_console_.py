@@ -1,8 +1,8 @@
-"""governance, radius records and console sessions
+"""governance, radius records, console sessions, segment maps
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-28 23:32:11.500646
+Create Date: 2026-11-28 23:36:29.698579
 """
 from alembic import op
 import sqlalchemy as sa
@@ -65,6 +65,16 @@ def upgrade() -> None:
     with op.batch_alter_table('radius_sessions', schema=None) as batch_op:
         batch_op.create_index('ix_radius_sessions_identity_status', ['identity', 'status'], unique=False)
 
+    op.create_table('segment_map_versions',
+    sa.Column('version', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('applied_at', sa.DateTime(), nullable=False),
+    sa.Column('author', sa.String(length=200), nullable=False),
+    sa.Column('comment', sa.Text(), nullable=False),
+    sa.Column('text', sa.Text(), nullable=False),
+    sa.Column('diff', sa.Text(), nullable=False),
+    sa.Column('summary', sa.JSON(), nullable=False),
+    sa.PrimaryKeyConstraint('version', name=op.f('pk_segment_map_versions'))
+    )
     op.create_table('settings',
     sa.Column('key', sa.String(length=64), nullable=False),
     sa.Column('value', sa.Text(), nullable=False),
@@ -137,6 +147,7 @@ def downgrade() -> None:
 
     op.drop_table('ui_sessions')
     op.drop_table('settings')
+    op.drop_table('segment_map_versions')
     with op.batch_alter_table('radius_sessions', schema=None) as batch_op:
         batch_op.drop_index('ix_radius_sessions_identity_status')
 
