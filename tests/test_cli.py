@@ -90,7 +90,8 @@ def test_audit_verify_names_an_edited_row(env: dict[str, str], tmp_path: Path) -
     run(env, "owner", "add", "alice@example.com", "--name", "Alice")
     for name in ("a", "b", "c"):
         run(env, "identity", "add", "workload", name, "--owner", "alice@example.com")
-    assert run(env, "audit", "verify").stdout.startswith("OK: 4 audit records")
+    # init applied the starter segment map (1), then owner (2) and three identities.
+    assert run(env, "audit", "verify").stdout.startswith("OK: 5 audit records")
     with sqlite3.connect(tmp_path / "data" / "nhi-nac.db") as conn:
         conn.execute("UPDATE audit_log SET after = replace(after, 'workload', 'device') "
                      "WHERE seq = 3")
