@@ -21,8 +21,12 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed
 
+# Development defaults: RADIUS on unprivileged ports 11812/11813 (the systemd unit and
+# the configuration default are 1812/1813); override with NHI_NAC_RADIUS_*_PORT.
 run: $(VENV)/.installed
 	$(BIN)/nhi-nac init
+	NHI_NAC_RADIUS_AUTH_PORT=$${NHI_NAC_RADIUS_AUTH_PORT:-11812} \
+	NHI_NAC_RADIUS_ACCT_PORT=$${NHI_NAC_RADIUS_ACCT_PORT:-11813} \
 	$(BIN)/nhi-nac serve
 
 lint: $(VENV)/.installed-test

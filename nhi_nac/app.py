@@ -13,13 +13,16 @@ from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from nhi_nac.api.server import make_app
 from nhi_nac.config import Config
+from nhi_nac.errors import InternalError
 from nhi_nac.events import EventRelay
 from nhi_nac.governance import Governance
 from nhi_nac.inventory import Inventory, utcnow
 from nhi_nac.mqtt import MqttPublisher
+from nhi_nac.radius_service import RadiusMetrics, RadiusNode
 from nhi_nac.sdnotify import notify
 from nhi_nac.segment_service import SegmentService, starter_map_text
 from nhi_nac.storage.db import Database
@@ -78,18 +81,19 @@ async def initialise(config: Config) -> list[str]:
 SEGMENT_REFRESH_SECONDS = 1.0
 
 
-async def _keep_segments_fresh(service: SegmentService) -> None:
+async def _keep_segments_fresh(service: SegmentService, radius: RadiusNode) -> None:
     while True:
         await asyncio.sleep(SEGMENT_REFRESH_SECONDS)
         try:
             if await service.refresh():
+                radius.on_segments_changed()
                 log.info("segments.reloaded", version=service.version)
         except Exception:  # noqa: BLE001 - the current map stays in force
             log.warning("segments.refresh_failed", exc_info=True)
 
 
 async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
-    """Run the API (and, as they land, RADIUS) until SIGTERM/SIGINT or ``stop``."""
+    """Run RADIUS and the API until SIGTERM/SIGINT or ``stop``."""
     services = build(config)
     await services.db.check_schema()
     stop = stop or asyncio.Event()
@@ -98,8 +102,11 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     await services.segments.refresh()
-    app = make_app(services.inventory, config.api.max_body, governance=services.governance,
-                   segment_service=services.segments)
+    radius = RadiusNode(config, services.db, services.segments)
+    registry = CollectorRegistry()
+    registry.register(RadiusMetrics(radius.server, radius.directory))
+    app = make_app(services.inventory, config.api.max_body, registry=registry,
+                   governance=services.governance, segment_service=services.segments)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = config.api_host_port
@@ -109,8 +116,14 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         publisher = MqttPublisher(config.mqtt.url, config.mqtt.site)
         services.relay.subscribe(publisher)
     relay_task = asyncio.create_task(services.relay.run())
-    refresh_task = asyncio.create_task(_keep_segments_fresh(services.segments))
+    refresh_task = asyncio.create_task(_keep_segments_fresh(services.segments, radius))
     try:
+        try:
+            await radius.start()
+        except OSError as exc:
+            raise InternalError(f"cannot listen for RADIUS on {config.radius.listen} ports "
+                                f"{config.radius.auth_port}/{config.radius.acct_port}: "
+                                f"{exc.strerror}") from None
         await site.start()
         log.info("api.listening", address=f"{host}:{port}")
         notify("READY=1\nSTATUS=serving")
@@ -121,6 +134,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await radius.close()
         await runner.cleanup()
         if publisher is not None:
             await publisher.close()

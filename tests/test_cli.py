@@ -116,7 +116,9 @@ def test_serve_answers_and_stops_on_sigterm(env: dict[str, str]) -> None:
     token = run(env, "api-token", "create", "ops", "--role", "auditor").stdout.strip()
     port = free_port()
     proc = subprocess.Popen([*NHI, "serve"], env={**env, "NHI_NAC_API_LISTEN":
-                                                   f"127.0.0.1:{port}"},
+                                                   f"127.0.0.1:{port}",
+                                                   "NHI_NAC_RADIUS_AUTH_PORT": "0",
+                                                   "NHI_NAC_RADIUS_ACCT_PORT": "0"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 20

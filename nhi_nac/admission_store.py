@@ -1,0 +1,282 @@
+"""The RADIUS core's view of the inventory, kept in memory and written back in batches.
+
+:class:`InventoryDirectory` is the service's :class:`AdmissionDirectory`:
+
+- **lookups** (NAS by address, identity by MAC or certificate URI, revoked serials) are
+  answered from memory, loaded from the database at start and reloaded when the event
+  outbox shows a change to identities, owners, NAS clients or credentials — from this
+  node or any other sharing the database (:meth:`watch`);
+- the **VLAN** comes from the current segment map (:class:`SegmentService`);
+- **admissions** and **unmanaged sightings** are queued and written in batches off the
+  packet path (bounded queue, overflow counted); **accounting** is written before the
+  Accounting-Response goes out (RFC 2866 §2), as the core requires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nhi_nac.domain import IdentityKind, IdentityRef, IdentityStatus, OwnerStatus
+from nhi_nac.outbox import add_event
+from nhi_nac.radius.decision import AdmissionDecision
+from nhi_nac.radius.directory import (
+    AccountingRecord,
+    AcctStatus,
+    AdmissionIdentity,
+    MemoryDirectory,
+    NasClient,
+    UnmanagedSighting,
+    nas_network,
+)
+from nhi_nac.segment_service import SegmentService
+from nhi_nac.storage.db import Database
+from nhi_nac.storage.models import (
+    Admission,
+    Credential,
+    DiscoveredDevice,
+    Identity,
+    IdentityMac,
+    OutboxEvent,
+    Owner,
+    RadiusSession,
+)
+from nhi_nac.storage.models import (
+    NasClient as NasRow,
+)
+
+log = structlog.get_logger("nhi_nac.admission")
+
+#: Admissions and sightings waiting to be written; beyond this they are dropped and counted.
+MAX_QUEUED_RECORDS = 50_000
+#: Seconds between batch writes and between checks for inventory changes.
+FLUSH_SECONDS = 0.2
+WATCH_SECONDS = 0.5
+#: Event types after which the in-memory inventory is reloaded.
+RELOAD_EVENT_PREFIXES = ("identity.", "owner.", "nas.", "credential.", "certificate.")
+
+
+def _ts(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    nas: list[NasClient]
+    identities: list[AdmissionIdentity]
+    teams: dict[str, str]
+    revoked: set[int]
+
+
+async def load_inventory(s: AsyncSession) -> _Loaded:
+    nas = [NasClient(r.name, nas_network(r.address), r.secret.encode(), r.site, r.vendor,
+                     r.require_message_authenticator)
+           for r in (await s.scalars(select(NasRow))).all()]
+    macs: dict[int, set[str]] = {}
+    for mac, iid in (await s.execute(select(IdentityMac.mac, IdentityMac.identity_id))).all():
+        macs.setdefault(iid, set()).add(mac)
+    identities: list[AdmissionIdentity] = []
+    teams: dict[str, str] = {}
+    for iid, kind, name, status, scope, allow_mab, email, ostatus, team in (await s.execute(
+            select(Identity.id, Identity.kind, Identity.name, Identity.status, Identity.scope,
+                   Identity.allow_mab, Owner.email, Owner.status, Owner.team)
+            .join(Owner, Owner.id == Identity.owner_id))).all():
+        # Retired identities stay in memory: their MAC or certificate must be rejected as
+        # retired, not treated as an unknown device and quarantined.
+        ref = IdentityRef(IdentityKind(kind), name)
+        identities.append(AdmissionIdentity(
+            ref=ref, status=IdentityStatus(status), owner=email,
+            owner_status=OwnerStatus(ostatus), scope=tuple(sorted(scope.items())),
+            macs=frozenset(macs.get(iid, ())), allow_mab=allow_mab))
+        if team:
+            teams[str(ref)] = team
+    revoked = {int(str(serial), 16) for (serial,) in (await s.execute(
+        select(Credential.serial).where(Credential.type == "certificate",
+                                        Credential.status == "revoked",
+                                        Credential.serial.is_not(None)))).all()}
+    return _Loaded(nas, identities, teams, revoked)
+
+
+class InventoryDirectory(MemoryDirectory):
+    """A :class:`MemoryDirectory` filled from the database and writing results back."""
+
+    def __init__(self, db: Database, segments: SegmentService, trust_domain: str,
+                 retention: dt.timedelta = dt.timedelta(days=30)) -> None:
+        super().__init__(trust_domain=trust_domain)
+        self.db = db
+        self.segment_service = segments
+        self.retention = retention
+        self.teams: dict[str, str] = {}
+        self.counters: Counter[str] = Counter()
+        self._queue: list[tuple[str, Any]] = []
+        self._last_event = 0
+
+    # -- loading ---------------------------------------------------------------------
+
+    async def reload(self) -> None:
+        async with self.db.read() as s:
+            loaded = await load_inventory(s)
+        self.replace_nas_clients(loaded.nas)
+        self.replace_identities(loaded.identities)
+        self.teams = loaded.teams
+        self.revoked_serials = loaded.revoked
+        self.counters["reloads"] += 1
+
+    async def start(self) -> None:
+        async with self.db.read() as s:
+            self._last_event = int(await s.scalar(select(func.max(OutboxEvent.id))) or 0)
+        await self.reload()
+
+    async def check_for_changes(self) -> bool:
+        """Reload if the outbox shows an inventory change since the last look."""
+        async with self.db.read() as s:
+            rows = (await s.execute(select(OutboxEvent.id, OutboxEvent.type)
+                                    .where(OutboxEvent.id > self._last_event)
+                                    .order_by(OutboxEvent.id))).all()
+        if not rows:
+            return False
+        self._last_event = rows[-1][0]
+        if any(t.startswith(RELOAD_EVENT_PREFIXES) for _, t in rows):
+            await self.reload()
+            return True
+        return False
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            try:
+                await self.check_for_changes()
+                await self.flush()
+            except Exception:  # noqa: BLE001 - keep serving from what is in memory
+                self.counters["watch_errors"] += 1
+                log.warning("admission.watch_failed", exc_info=True)
+
+    # -- segment ---------------------------------------------------------------------
+
+    def vlan_for(self, identity: AdmissionIdentity, nas: NasClient) -> int | None:
+        ref = str(identity.ref)
+        hit = self.segment_service.lookup(identity.ref.kind.value, dict(identity.scope),
+                                          self.teams.get(ref), nas.site or None)
+        if hit is None:
+            return super().vlan_for(identity, nas)
+        return hit.vlan
+
+    # -- sinks -----------------------------------------------------------------------
+
+    def _enqueue(self, kind: str, item: Any) -> None:
+        if len(self._queue) >= MAX_QUEUED_RECORDS:
+            self.counters[f"dropped.{kind}"] += 1
+            return
+        self._queue.append((kind, item))
+
+    async def record_admission(self, decision: AdmissionDecision) -> None:
+        self._enqueue("admission", decision)
+
+    async def record_unmanaged(self, sighting: UnmanagedSighting) -> None:
+        self._enqueue("unmanaged", sighting)
+
+    async def flush(self) -> int:
+        """Write queued admissions and sightings in one transaction."""
+        if not self._queue:
+            return 0
+        batch, self._queue = self._queue, []
+        async with self.db.transaction() as s:
+            for kind, item in batch:
+                if kind == "admission":
+                    await _store_admission(s, item)
+                else:
+                    await _store_sighting(s, item)
+        self.counters["flushed"] += len(batch)
+        return len(batch)
+
+    async def prune(self, now: dt.datetime) -> None:
+        async with self.db.transaction() as s:
+            await s.execute(delete(Admission).where(Admission.at < now - self.retention))
+
+    async def record_accounting(self, record: AccountingRecord) -> None:
+        async with self.db.transaction() as s:
+            await _store_accounting(s, record, self)
+
+
+async def _store_admission(s: AsyncSession, d: AdmissionDecision) -> None:
+    at = _ts(d.decided_at)
+    ref = str(d.identity) if d.identity else ""
+    reasons = list(d.reasons)
+    s.add(Admission(at=at, nas=d.nas_name, port=d.nas_port or "", mac=d.mac or "",
+                    method=d.method.value, identity=ref, decision=d.verdict.value, vlan=d.vlan,
+                    reasons={"reasons": reasons, "failure": d.failure}))
+    add_event(s, f"admission.{'accepted' if d.accepted else 'rejected'}", {
+        "at": at.isoformat(timespec="seconds"), "decision": d.verdict.value,
+        "identity": ref, "method": d.method.value, "nas": d.nas_name, "port": d.nas_port,
+        "mac": d.mac, "vlan": d.vlan, "reasons": reasons, "failure": d.failure}, at)
+    if d.accepted and d.identity is not None:
+        await s.execute(update(Identity).where(
+            Identity.kind == d.identity.kind.value, Identity.name == d.identity.name)
+            .values(last_seen_at=at))
+
+
+async def _store_sighting(s: AsyncSession, u: UnmanagedSighting) -> None:
+    at = _ts(u.seen_at)
+    row = await s.get(DiscoveredDevice, u.mac)
+    if row is None:
+        s.add(DiscoveredDevice(mac=u.mac, first_seen=at, last_seen=at, nas=u.nas_name,
+                               port=u.nas_port or "", count=1))
+        await s.flush()
+        add_event(s, "device.discovered", {"mac": u.mac, "nas": u.nas_name,
+                                           "port": u.nas_port}, at)
+    else:
+        row.last_seen, row.nas, row.port, row.count = at, u.nas_name, u.nas_port or "", \
+            row.count + 1
+
+
+async def _store_accounting(s: AsyncSession, r: AccountingRecord,
+                            directory: InventoryDirectory) -> None:
+    at = _ts(r.received_at)
+    if r.status in (AcctStatus.ACCOUNTING_ON, AcctStatus.ACCOUNTING_OFF):
+        # The NAS rebooted or stops accounting: none of its sessions is live any more.
+        await s.execute(update(RadiusSession).where(
+            RadiusSession.nas == r.nas_name, RadiusSession.status == "active")
+            .values(status="stopped", stopped_at=at, updated_at=at,
+                    terminate_cause="nas-reboot"))
+        return
+    ident = r.identity
+    if ident is None and r.mac:
+        known = directory.identity_by_mac(r.mac)
+        ident = known.ref if known else None
+    ref = str(ident) if ident else ""
+    row = await s.scalar(select(RadiusSession).where(
+        RadiusSession.nas == r.nas_name, RadiusSession.acct_session_id == r.session_id))
+    if row is None:
+        row = RadiusSession(nas=r.nas_name, nas_address=r.nas_address,
+                            acct_session_id=r.session_id, identity=ref,
+                            user_name=r.user_name or "", mac=r.mac or "",
+                            port=r.nas_port_id or (str(r.nas_port) if r.nas_port else ""),
+                            vlan=r.vlan, status="active", started_at=at, updated_at=at)
+        s.add(row)
+        add_event(s, "session.started", {"nas": r.nas_name, "session": r.session_id,
+                                         "identity": ref, "mac": r.mac, "vlan": r.vlan}, at)
+    row.updated_at = at
+    if ref and not row.identity:
+        row.identity = ref
+    if r.vlan is not None:
+        row.vlan = r.vlan
+    if r.input_octets is not None:
+        row.input_octets = r.input_octets
+    if r.output_octets is not None:
+        row.output_octets = r.output_octets
+    if r.status is AcctStatus.STOP and row.status != "stopped":
+        row.status, row.stopped_at = "stopped", at
+        row.terminate_cause = str(r.terminate_cause) if r.terminate_cause else None
+        add_event(s, "session.stopped", {"nas": r.nas_name, "session": r.session_id,
+                                         "identity": row.identity}, at)
+    if ident is not None:
+        await s.execute(update(Identity).where(
+            Identity.kind == ident.kind.value, Identity.name == ident.name)
+            .values(last_seen_at=at))
