@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from nhi_nac.api.server import make_app
+from nhi_nac.ca_service import CaService
 from nhi_nac.config import Config
 from nhi_nac.errors import InternalError
 from nhi_nac.events import EventRelay
@@ -38,6 +39,7 @@ class Services:
     relay: EventRelay
     governance: Governance
     segments: SegmentService
+    ca: CaService
 
     async def close(self) -> None:
         await self.db.close()
@@ -47,7 +49,8 @@ def build(config: Config) -> Services:
     db = Database(config.effective_database_url)
     inventory = Inventory(db, utcnow)
     return Services(config, db, inventory, EventRelay(db, utcnow),
-                    Governance(inventory, config.governance), SegmentService(inventory))
+                    Governance(inventory, config.governance), SegmentService(inventory),
+                    CaService(inventory, config))
 
 
 def ensure_data_dir(config: Config) -> None:
@@ -72,6 +75,12 @@ async def initialise(config: Config) -> list[str]:
                                                  author="nhi-nac init",
                                                  comment="starter segment map")
             done.append(f"starter segment map applied as version {info.version}")
+        now = services.inventory.clock()
+        done += services.ca.init_hierarchy(now)
+        done += services.ca.issue_service_certificates(now)
+        if services.ca.crl is None:
+            crl = await services.ca.publish_crl()
+            done.append(f"CRL {crl.number} published ({crl.entries} entries)")
     finally:
         await services.close()
     return done
@@ -92,6 +101,19 @@ async def _keep_segments_fresh(service: SegmentService, radius: RadiusNode) -> N
             log.warning("segments.refresh_failed", exc_info=True)
 
 
+#: Seconds between CRL checks (re-signed on revocations anywhere and before nextUpdate).
+CA_REFRESH_SECONDS = 2.0
+
+
+async def _keep_ca_fresh(ca: CaService) -> None:
+    while True:
+        await asyncio.sleep(CA_REFRESH_SECONDS)
+        try:
+            await ca.refresh()
+        except Exception:  # noqa: BLE001 - the published CRL stays until the next try
+            log.warning("ca.refresh_failed", exc_info=True)
+
+
 async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     """Run RADIUS and the API until SIGTERM/SIGINT or ``stop``."""
     services = build(config)
@@ -102,11 +124,14 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     await services.segments.refresh()
+    services.ca.load()
+    services.ca.issue_service_certificates(services.inventory.clock())
     radius = RadiusNode(config, services.db, services.segments)
     registry = CollectorRegistry()
     registry.register(RadiusMetrics(radius.server, radius.directory))
     app = make_app(services.inventory, config.api.max_body, registry=registry,
-                   governance=services.governance, segment_service=services.segments)
+                   governance=services.governance, segment_service=services.segments,
+                   ca=services.ca)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = config.api_host_port
@@ -117,6 +142,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         services.relay.subscribe(publisher)
     relay_task = asyncio.create_task(services.relay.run())
     refresh_task = asyncio.create_task(_keep_segments_fresh(services.segments, radius))
+    ca_task = asyncio.create_task(_keep_ca_fresh(services.ca))
     try:
         try:
             await radius.start()
@@ -130,7 +156,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         await stop.wait()
         notify("STOPPING=1")
     finally:
-        for task in (relay_task, refresh_task):
+        for task in (relay_task, refresh_task, ca_task):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import getpass
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from nhi_nac.bootstrap_tokens import create_bootstrap_token
 from nhi_nac.config import Config, load_config
 from nhi_nac.domain import IdentityRef, format_scope, parse_scope
 from nhi_nac.durations import parse_duration
+from nhi_nac.enroll_client import enroll, renew, renew_loop
 from nhi_nac.errors import NhiError
 from nhi_nac.events import tail_events
 from nhi_nac.governance import SEVERITY
@@ -340,6 +342,69 @@ async def cmd_segments_rollback(a: argparse.Namespace, s: Services) -> int:
     return 0
 
 
+async def cmd_ca_init(a: argparse.Namespace, s: Services) -> int:
+    now = s.inventory.clock()
+    done = s.ca.init_hierarchy(now, a.key_type, a.trust_domain)
+    if not done:
+        raise NhiError(f"a CA already exists in {s.ca.dir}")
+    done += s.ca.issue_service_certificates(now, force=True)
+    crl = await s.ca.publish_crl()
+    done.append(f"CRL {crl.number} published")
+    _emit(a, {"done": done}, lambda: "\n".join(done))
+    return 0
+
+
+async def cmd_ca_export_root(a: argparse.Namespace, s: Services) -> int:
+    data = s.ca.export_root(a.offline)
+    Path(a.output).write_bytes(data)  # noqa: ASYNC240 - a one-shot CLI
+    os.chmod(a.output, 0o600)
+    note = " and removed it from this machine" if a.offline else ""
+    _emit(a, {"written": a.output, "offline": a.offline},
+          lambda: f"wrote the encrypted root key to {a.output}{note}")
+    return 0
+
+
+async def cmd_ca_import(a: argparse.Namespace, s: Services) -> int:
+    def read(path: str) -> bytes:
+        return Path(path).read_bytes()  # noqa: ASYNC240 - a one-shot CLI
+    passphrase = read(a.key_passphrase_file).strip() if a.key_passphrase_file else None
+    msg = s.ca.import_issuing(read(a.cert), read(a.key), read(a.chain), s.inventory.clock(),
+                              passphrase)
+    done = [msg, *s.ca.issue_service_certificates(s.inventory.clock(), force=True)]
+    await s.ca.publish_crl()
+    _emit(a, {"done": done}, lambda: "\n".join(done))
+    return 0
+
+
+async def cmd_cert_list(a: argparse.Namespace, s: Services) -> int:
+    rows = await s.ca.certificates(IdentityRef.parse(a.identity) if a.identity else None,
+                                   parse_duration(a.expiring_within) if a.expiring_within
+                                   else None)
+    _emit(a, rows, lambda: _table([(c.serial, c.identity, c.profile, c.status,
+                                    c.not_after.isoformat(timespec="seconds") if c.not_after
+                                    else None) for c in rows],
+                                  ("serial", "identity", "profile", "status", "not after")))
+    return 0
+
+
+async def cmd_cert_show(a: argparse.Namespace, s: Services) -> int:
+    view, pem = await s.ca.certificate(a.serial)
+    _emit(a, {**to_json(view), "pem": pem},
+          lambda: "\n".join([f"{k:<18}{v}" for k, v in to_json(view).items()] + [pem]))
+    return 0
+
+
+async def cmd_cert_revoke(a: argparse.Namespace, s: Services) -> int:
+    if bool(a.serial) == bool(a.identity):
+        raise NhiError("give a SERIAL or --identity KIND/NAME")
+    revoked = await s.ca.revoke(serial=a.serial,
+                                identity=IdentityRef.parse(a.identity) if a.identity else None,
+                                reason=a.reason, actor=_actor())
+    _emit(a, {"revoked": revoked}, lambda: f"revoked {len(revoked)} certificate(s); "
+          "CRL re-signed")
+    return 0
+
+
 async def cmd_findings_list(a: argparse.Namespace, s: Services) -> int:
     rows = await s.governance.findings(a.type, None if a.all else "open")
     _emit(a, rows, lambda: _table([(f.id, f.type, f.severity, f.state, f.subject,
@@ -492,6 +557,46 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--yes", action="store_true")
     x.set_defaults(fn=cmd_segments_rollback)
 
+    ca = sub.add_parser("ca", help="the internal CA").add_subparsers(dest="sub", required=True)
+    c = ca.add_parser("init", parents=[common])
+    c.add_argument("--trust-domain")
+    c.add_argument("--key-type", choices=["p256", "p384", "ed25519", "rsa3072"])
+    c.set_defaults(fn=cmd_ca_init)
+    c = ca.add_parser("export-root", parents=[common])
+    c.add_argument("-o", "--output", required=True)
+    c.add_argument("--offline", action="store_true", help="remove the root key from here")
+    c.set_defaults(fn=cmd_ca_export_root)
+    c = ca.add_parser("import", parents=[common], help="bring your own issuing CA")
+    c.add_argument("--cert", required=True)
+    c.add_argument("--key", required=True)
+    c.add_argument("--chain", required=True, help="certificates above it, up to the root")
+    c.add_argument("--key-passphrase-file")
+    c.set_defaults(fn=cmd_ca_import)
+    cert = sub.add_parser("cert", help="issued certificates").add_subparsers(dest="sub",
+                                                                           required=True)
+    c = cert.add_parser("list", parents=[common])
+    c.add_argument("--identity", metavar="KIND/NAME")
+    c.add_argument("--expiring-within", metavar="DURATION")
+    c.set_defaults(fn=cmd_cert_list)
+    c = cert.add_parser("show", parents=[common])
+    c.add_argument("serial")
+    c.set_defaults(fn=cmd_cert_show)
+    c = cert.add_parser("revoke", parents=[common])
+    c.add_argument("serial", nargs="?")
+    c.add_argument("--identity", metavar="KIND/NAME")
+    c.add_argument("--reason", default="unspecified", help="RFC 5280 reason, e.g. keyCompromise")
+    c.set_defaults(fn=cmd_cert_revoke)
+    e = sub.add_parser("enroll", parents=[common], help="enroll this host (workload side)")
+    e.add_argument("--server", required=True, help="base URL of the nhi-nac API")
+    e.add_argument("--token", help="bootstrap token (not with --renew)")
+    e.add_argument("--out", required=True, help="directory for key.pem, cert.pem, ...")
+    e.add_argument("--renew", action="store_true", help="renew with the current certificate")
+    e.add_argument("--loop", action="store_true", help="keep renewing at 2/3 of the lifetime")
+    e.add_argument("--key-type", default="p256", choices=["p256", "p384", "ed25519",
+                                                          "rsa3072"])
+    e.add_argument("--validity", help="requested lifetime, e.g. 24h (within the profile)")
+    e.add_argument("--ca-file", help="CA bundle to trust for an https:// server")
+
     rep = sub.add_parser("report", help="reports").add_subparsers(dest="sub", required=True)
     r = rep.add_parser("compliance", parents=[common])
     r.add_argument("--framework", required=True, choices=sorted(FRAMEWORKS))
@@ -509,6 +614,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=cmd_token_revoke)
     tok.add_parser("list", parents=[common]).set_defaults(fn=cmd_token_list)
     return p
+
+
+def _enroll(a: argparse.Namespace) -> int:
+    if a.renew:
+        bundle = renew(a.server, a.out, a.validity, a.ca_file)
+    elif a.token:
+        bundle = enroll(a.server, a.token, a.out, a.key_type, a.validity, a.ca_file)
+    elif not a.loop:
+        raise NhiError("give --token TOKEN (first enrollment) or --renew")
+    else:
+        bundle = {}
+    if bundle:
+        _emit(a, bundle, lambda: f"enrolled {bundle['identity']}: certificate "
+              f"{bundle['serial']} until {bundle['not_after']} in {a.out}")
+    if a.loop:
+        renew_loop(a.server, a.out, a.ca_file)
+    return 0
 
 
 async def _run_command(args: argparse.Namespace, config: Config) -> int:
@@ -533,6 +655,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             asyncio.run(serve(config))
             return 0
+        if args.command == "enroll":
+            return _enroll(args)
         if args.command == "config":
             print(json.dumps(to_json(config), indent=2))
             return 0

@@ -68,7 +68,7 @@ async def test_auditor_cannot_change_anything(client: TestClient, inventory: Inv
     for route in changing:
         if route.method == "GET":
             continue
-        path = route.path.format(version="1", kind="device", name="x",
+        path = route.path.format(version="1", kind="device", name="x", serial="ab",
                                  email="alice@example.com", id="1")
         r = await client.request(route.method, path, headers=auditor, json={})
         assert r.status == 403, (route.method, path, r.status)

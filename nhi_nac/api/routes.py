@@ -13,6 +13,7 @@ from aiohttp import web
 from nhi_nac import apitokens
 from nhi_nac.apitokens import Principal, Role
 from nhi_nac.bootstrap_tokens import create_bootstrap_token
+from nhi_nac.ca_service import CaService
 from nhi_nac.domain import IdentityRef, parse_scope
 from nhi_nac.durations import parse_duration
 from nhi_nac.errors import InvalidInput, NotFound
@@ -27,6 +28,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 INVENTORY: web.AppKey[Inventory] = web.AppKey("inventory", Inventory)
 GOVERNANCE: web.AppKey[Governance] = web.AppKey("governance", Governance)
 SEGMENTS: web.AppKey[SegmentService] = web.AppKey("segments", SegmentService)
+CA: web.AppKey[CaService] = web.AppKey("ca", CaService)
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 
 READ_ROLES = frozenset(Role)
@@ -313,6 +315,43 @@ async def segments_rollback(request: web.Request) -> web.Response:
     return _json(await request.app[SEGMENTS].rollback(version, author=_actor(request)), 201)
 
 
+def _ca(request: web.Request) -> CaService:
+    ca = request.app.get(CA)
+    if ca is None:
+        raise NotFound("this server has no CA configured")
+    return ca
+
+
+async def list_certificates(request: web.Request) -> web.Response:
+    ident = request.query.get("identity")
+    within = request.query.get("expiring_within")
+    rows = await _ca(request).certificates(
+        IdentityRef.parse(ident) if ident else None,
+        parse_duration(within) if within else None)
+    return _json(rows)
+
+
+async def show_certificate(request: web.Request) -> web.Response:
+    view, pem = await _ca(request).certificate(request.match_info["serial"])
+    return _json({**to_json(view), "pem": pem})
+
+
+async def revoke_certificate(request: web.Request) -> web.Response:
+    d = await _body(request) if request.can_read_body else {}
+    revoked = await _ca(request).revoke(serial=request.match_info["serial"],
+                                           reason=_str(d, "reason") or "unspecified",
+                                           actor=_actor(request))
+    return _json({"revoked": revoked})
+
+
+async def revoke_identity_certificates(request: web.Request) -> web.Response:
+    d = await _body(request) if request.can_read_body else {}
+    revoked = await _ca(request).revoke(identity=_ref(request),
+                                           reason=_str(d, "reason") or "unspecified",
+                                           actor=_actor(request))
+    return _json({"revoked": revoked})
+
+
 _OWNER = {"email": "string", "name": "string", "team": "string"}
 _IDENTITY = {"kind": "string", "name": "string", "owner": "string", "scope": "object",
              "macs": "array", "parent": "string", "allow_mab": "boolean", "description": "string",
@@ -366,6 +405,14 @@ ROUTES: tuple[Route, ...] = (
           READ_ROLES),
     Route("POST", "/api/v1/segments/rollback/{version}", segments_rollback,
           "Re-apply an earlier version", ADMIN, ok=201),
+    Route("GET", "/api/v1/certificates", list_certificates, "Issued certificates", READ_ROLES,
+          query=("identity", "expiring_within")),
+    Route("GET", "/api/v1/certificates/{serial}", show_certificate, "One certificate",
+          READ_ROLES),
+    Route("POST", "/api/v1/certificates/{serial}/revoke", revoke_certificate,
+          "Revoke a certificate (RFC 5280 reason)", ADMIN, {"reason": "string"}),
+    Route("POST", _IDENT_PATH + "/revoke-certificates", revoke_identity_certificates,
+          "Revoke every active certificate of an identity", ADMIN, {"reason": "string"}),
     Route("GET", "/api/v1/api-tokens", list_api_tokens, "List API tokens", ADMIN),
     Route("POST", "/api/v1/api-tokens", create_api_token, "Create an API token", ADMIN,
           {"name": "string", "role": "string"}, ok=201),

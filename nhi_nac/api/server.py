@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from nhi_nac import apitokens
 from nhi_nac.api.openapi import openapi_document
+from nhi_nac.api.pki_routes import add_pki_routes
 from nhi_nac.api.problem import problem
 from nhi_nac.api.routes import (
     GOVERNANCE,
@@ -22,6 +23,7 @@ from nhi_nac.api.routes import (
     Handler,
     Route,
 )
+from nhi_nac.ca_service import CaService
 from nhi_nac.config import GovernanceConfig
 from nhi_nac.errors import Forbidden, NhiError, Unauthorized
 from nhi_nac.governance import Governance
@@ -118,7 +120,8 @@ async def openapi(_request: web.Request) -> web.Response:
 def make_app(inventory: Inventory, max_body: int = 1_048_576,
              registry: CollectorRegistry | None = None,
              governance: Governance | None = None,
-             segment_service: SegmentService | None = None) -> web.Application:
+             segment_service: SegmentService | None = None,
+             ca: CaService | None = None) -> web.Application:
     app = web.Application(
         client_max_size=max_body,
         middlewares=[metrics_middleware, errors_middleware, console_middleware,
@@ -136,5 +139,7 @@ def make_app(inventory: Inventory, max_body: int = 1_048_576,
     for route in ROUTES:
         r = app.router.add_route(route.method, route.path, route.handler)
         setattr(r, ROUTE_INFO, route)
+    if ca is not None:
+        add_pki_routes(app, ca)
     add_console(app)
     return app

@@ -130,6 +130,8 @@ class Credential(Base):
     type: Mapped[str] = mapped_column(String(16))
     serial: Mapped[str | None] = mapped_column(String(48), unique=True)
     fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    #: SHA-256 of the certified public key (SPKI): one key, one identity.
+    key_fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
     profile: Mapped[str] = mapped_column(String(32), default="")
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[dt.datetime]

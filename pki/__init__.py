@@ -1,0 +1,145 @@
+"""The internal certificate authority: a pure library (no storage, no HTTP, never
+imports ``nhi_nac`` or ``segments``). Time comes in as ``now``; persistence
+reaches it through the small protocols below, which ``nhi_nac`` implements.
+
+The service calls:
+
+- ``create_hierarchy(trust_domain, now, key_type) -> CaHierarchy`` at ``ca init``;
+  ``import_issuing_ca(cert_pem, key_pem, chain_pem, now, passphrase=, trust_domain=)``
+  for bring-your-own CA; ``read_passphrase(file=|env=|credential=, environ=)`` and
+  ``load_private_key(pem, passphrase)`` to load the issuing key at start.
+- ``CertificateIssuer(issuing_ca, trust_domain, crl_url=, ocsp_url=)`` once, then
+  ``.issue_for_csr(csr, kind, name, profile, now, validity=, allowed_dns_names=,
+  key_bindings=) -> IssuedCertificate`` per enrollment (``.issue(public_key, ...)``
+  when the key is already checked). Refusals raise ``PeerError`` subclasses
+  with a ``reason``.
+- ``build_crl(issuing_ca, revoked, number=, now=) -> SignedCrl`` on every
+  revocation and on schedule; ``parse_reason`` for RFC 5280 reason names.
+- ``OcspResponder(issuer, responder_cert, responder_key, status_lookup)`` and
+  ``.respond(der, now)`` / ``.respond_get(url_component, now)`` -> DER response.
+- ``verify_renewal_proof(proof, current_cert, issuer, now, is_revoked=)`` for
+  token-less renewal (``renewal_proof_serial`` finds the certificate first).
+
+The enrolling client calls ``new_enrollment``, ``write_credentials``,
+``read_credentials``, ``build_renewal_proof`` and ``renewal_time``.
+"""
+
+from pki.crl import DEFAULT_CRL_VALIDITY, REASONS, RevokedEntry, SignedCrl, build_crl, parse_reason
+from pki.csr import CheckedCsr, KeyBindings, check_csr, load_csr
+from pki.enroll import (
+    CredentialFiles,
+    Enrollment,
+    RenewalRequest,
+    build_csr,
+    build_renewal_proof,
+    new_enrollment,
+    read_credentials,
+    renewal_proof_serial,
+    renewal_time,
+    verify_renewal_proof,
+    write_credentials,
+)
+from pki.errors import (
+    CaMaterialInvalid,
+    CsrRejected,
+    EnrollmentRefused,
+    KeyStoreError,
+    LocalError,
+    MalformedOcspRequest,
+    PeerError,
+    PkiError,
+    PolicyViolation,
+)
+from pki.hierarchy import (
+    INTERMEDIATE_LIFETIME,
+    ROOT_LIFETIME,
+    CaHierarchy,
+    IssuingCa,
+    certificates_pem,
+    create_hierarchy,
+    import_issuing_ca,
+    load_certificates,
+)
+from pki.issuer import CertificateIssuer, IssuedCertificate, new_serial
+from pki.keys import (
+    DEFAULT_KEY_TYPE,
+    KeyType,
+    PrivateKey,
+    PublicKey,
+    generate_private_key,
+    load_private_key,
+    private_key_pem,
+    public_key_fingerprint,
+    read_passphrase,
+)
+from pki.names import SpiffeId
+from pki.ocsp import (
+    CertStatus,
+    OcspResponder,
+    SerialStatus,
+    StatusLookup,
+    decode_get_request,
+)
+from pki.profiles import PROFILES, Profile, get_profile
+
+__all__ = [
+    "DEFAULT_CRL_VALIDITY",
+    "DEFAULT_KEY_TYPE",
+    "INTERMEDIATE_LIFETIME",
+    "PROFILES",
+    "REASONS",
+    "ROOT_LIFETIME",
+    "CaHierarchy",
+    "CaMaterialInvalid",
+    "CertStatus",
+    "CertificateIssuer",
+    "CheckedCsr",
+    "CredentialFiles",
+    "CsrRejected",
+    "Enrollment",
+    "EnrollmentRefused",
+    "IssuedCertificate",
+    "IssuingCa",
+    "KeyBindings",
+    "KeyStoreError",
+    "KeyType",
+    "LocalError",
+    "MalformedOcspRequest",
+    "OcspResponder",
+    "PeerError",
+    "PkiError",
+    "PolicyViolation",
+    "PrivateKey",
+    "Profile",
+    "PublicKey",
+    "RenewalRequest",
+    "RevokedEntry",
+    "SerialStatus",
+    "SignedCrl",
+    "SpiffeId",
+    "StatusLookup",
+    "build_crl",
+    "build_csr",
+    "build_renewal_proof",
+    "certificates_pem",
+    "check_csr",
+    "create_hierarchy",
+    "decode_get_request",
+    "generate_private_key",
+    "get_profile",
+    "import_issuing_ca",
+    "load_certificates",
+    "load_csr",
+    "load_private_key",
+    "new_enrollment",
+    "new_serial",
+    "parse_reason",
+    "private_key_pem",
+    "public_key_fingerprint",
+    "read_credentials",
+    "read_passphrase",
+    "renewal_proof_serial",
+    "renewal_time",
+    "verify_renewal_proof",
+    "write_credentials",
+]

@@ -1,0 +1,261 @@
+"""OCSP responder logic (RFC 6960), sans-I/O: request bytes in, response bytes out.
+
+The responder signs with a delegated responder certificate (RFC 6960 §4.2.2.2:
+issued by the CA, with the id-kp-OCSPSigning EKU; ours also carries
+id-pkix-ocsp-nocheck). Answers:
+
+- a request that does not decode, or carries a nonce outside 1..32 octets
+  (RFC 8954 §2.1), gets the unsigned ``malformedRequest`` status (§2.3);
+- a request about another CA's certificates gets ``unauthorized`` (§2.3);
+- otherwise one signed ``successful`` response with good, revoked (with time
+  and reason) or unknown from the status lookup, and the request's nonce
+  echoed (§4.4.1).
+
+The HTTP shell passes the POST body to ``respond``, or the last path component
+of a GET to ``respond_get`` (RFC 6960 Appendix A.1: base64 of the DER, then
+URL-encoded).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from urllib.parse import unquote
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from pki.errors import CaMaterialInvalid, MalformedOcspRequest
+from pki.keys import PrivateKey, public_key_der, signature_hash
+
+#: An OCSP request for one certificate is ~100 bytes; this leaves room for extensions.
+MAX_OCSP_REQUEST_BYTES = 4096
+#: RFC 8954 §2.1: a nonce is 1 to 32 octets.
+MAX_NONCE_BYTES = 32
+#: How long a response stays fresh (nextUpdate - thisUpdate).
+DEFAULT_RESPONSE_VALIDITY = timedelta(hours=1)
+#: The digests a CertID may use (OpenSSL sends SHA-1 by default).
+_CERT_ID_HASHES: tuple[type[hashes.HashAlgorithm], ...] = (
+    hashes.SHA1,
+    hashes.SHA256,
+    hashes.SHA384,
+    hashes.SHA512,
+)
+
+
+class CertStatus(StrEnum):
+    GOOD = "good"
+    REVOKED = "revoked"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class SerialStatus:
+    """What the CA knows about one serial; revoked_at is required when revoked."""
+
+    status: CertStatus
+    revoked_at: datetime | None = None
+    reason: x509.ReasonFlags | None = None
+
+
+GOOD = SerialStatus(CertStatus.GOOD)
+UNKNOWN = SerialStatus(CertStatus.UNKNOWN)
+
+StatusLookup = Callable[[int], SerialStatus]
+
+
+def _unsuccessful(status: ocsp.OCSPResponseStatus) -> bytes:
+    response = ocsp.OCSPResponseBuilder.build_unsuccessful(status)
+    return response.public_bytes(serialization.Encoding.DER)
+
+
+MALFORMED_REQUEST = _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+UNAUTHORIZED = _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+INTERNAL_ERROR = _unsuccessful(ocsp.OCSPResponseStatus.INTERNAL_ERROR)
+
+
+def decode_get_request(path_component: str) -> bytes:
+    """The DER request in an OCSP GET URL component (RFC 6960 Appendix A.1)."""
+    text = unquote(path_component)
+    if len(text) > MAX_OCSP_REQUEST_BYTES * 4 // 3 + 4:
+        raise MalformedOcspRequest(f"OCSP GET request longer than {MAX_OCSP_REQUEST_BYTES} bytes")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedOcspRequest("OCSP GET request is not base64") from None
+
+
+class OcspResponder:
+    """Answers OCSP requests for certificates issued by ``issuer``."""
+
+    def __init__(
+        self,
+        issuer: x509.Certificate,
+        responder_certificate: x509.Certificate,
+        responder_key: PrivateKey,
+        status_lookup: StatusLookup,
+        *,
+        response_validity: timedelta = DEFAULT_RESPONSE_VALIDITY,
+    ) -> None:
+        _check_responder(issuer, responder_certificate, responder_key)
+        self._issuer = issuer
+        self._certificate = responder_certificate
+        self._key = responder_key
+        self._hash = signature_hash(responder_key)
+        self._lookup = status_lookup
+        self._validity = response_validity
+        # RFC 6960 §4.1.1: issuerNameHash over the DER name, issuerKeyHash over the key bits.
+        name_der = issuer.subject.public_bytes()
+        key_bits = _subject_public_key_bits(issuer)
+        self._issuer_hashes = {
+            algorithm.name: (
+                hashlib.new(algorithm.name, name_der).digest(),
+                hashlib.new(algorithm.name, key_bits).digest(),
+            )
+            for algorithm in (a() for a in _CERT_ID_HASHES)
+        }
+
+    @property
+    def responder_not_after(self) -> datetime:
+        """When the delegated responder certificate expires: replace it before then."""
+        return self._certificate.not_valid_after_utc
+
+    def respond_get(self, path_component: str, now: datetime) -> bytes:
+        """``respond`` for an HTTP GET, given the URL component after the responder path."""
+        try:
+            request = decode_get_request(path_component)
+        except MalformedOcspRequest:
+            return MALFORMED_REQUEST
+        return self.respond(request, now)
+
+    def respond(self, request_der: bytes, now: datetime) -> bytes:
+        """The DER OCSPResponse to ``request_der``; never raises for a peer's bad input."""
+        try:
+            request, nonce = self.parse_request(request_der)
+        except MalformedOcspRequest:
+            return MALFORMED_REQUEST
+        hashes_for = self._issuer_hashes.get(request.hash_algorithm.name)
+        if hashes_for != (request.issuer_name_hash, request.issuer_key_hash):
+            return UNAUTHORIZED
+        return self.build_response(request, nonce, self._lookup(request.serial_number), now)
+
+    def parse_request(self, request_der: bytes) -> tuple[ocsp.OCSPRequest, bytes | None]:
+        """Decode a request and its nonce; raises ``MalformedOcspRequest`` with the reason."""
+        if len(request_der) > MAX_OCSP_REQUEST_BYTES:
+            raise MalformedOcspRequest(f"OCSP request longer than {MAX_OCSP_REQUEST_BYTES} bytes")
+        try:
+            request = ocsp.load_der_ocsp_request(request_der)
+            algorithm = request.hash_algorithm
+            extensions = request.extensions
+        except (ValueError, UnsupportedAlgorithm, NotImplementedError) as exc:
+            raise MalformedOcspRequest(f"OCSP request cannot be decoded: {exc}") from None
+        if request.serial_number < 0:
+            # RFC 5280 §4.1.2.2: serials are positive; no CA of ours issued this one.
+            raise MalformedOcspRequest("OCSP request asks about a negative serial number")
+        if not isinstance(algorithm, _CERT_ID_HASHES):
+            raise MalformedOcspRequest(f"CertID hash {algorithm.name} is not supported")
+        try:
+            nonce: bytes | None = extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+        except x509.ExtensionNotFound:
+            nonce = None
+        if nonce is not None and not 1 <= len(nonce) <= MAX_NONCE_BYTES:
+            raise MalformedOcspRequest(f"OCSP nonce must be 1 to {MAX_NONCE_BYTES} octets")
+        return request, nonce
+
+    def build_response(
+        self,
+        request: ocsp.OCSPRequest,
+        nonce: bytes | None,
+        status: SerialStatus,
+        now: datetime,
+    ) -> bytes:
+        this_update = now.astimezone(UTC).replace(microsecond=0)
+        revoked = status.status is CertStatus.REVOKED
+        if revoked and status.revoked_at is None:
+            raise CaMaterialInvalid("a revoked status needs its revocation time")
+        builder = (
+            ocsp.OCSPResponseBuilder()
+            .add_response_by_hash(
+                issuer_name_hash=request.issuer_name_hash,
+                issuer_key_hash=request.issuer_key_hash,
+                serial_number=request.serial_number,
+                algorithm=request.hash_algorithm,
+                cert_status=_STATUS[status.status],
+                this_update=this_update,
+                next_update=this_update + self._validity,
+                revocation_time=status.revoked_at if revoked else None,
+                revocation_reason=_reason(status) if revoked else None,
+            )
+            .responder_id(ocsp.OCSPResponderEncoding.HASH, self._certificate)
+            .certificates([self._certificate])
+        )
+        if nonce is not None:
+            builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+        response = builder.sign(self._key, self._hash)
+        return response.public_bytes(serialization.Encoding.DER)
+
+
+_STATUS = {
+    CertStatus.GOOD: ocsp.OCSPCertStatus.GOOD,
+    CertStatus.REVOKED: ocsp.OCSPCertStatus.REVOKED,
+    CertStatus.UNKNOWN: ocsp.OCSPCertStatus.UNKNOWN,
+}
+
+
+def _reason(status: SerialStatus) -> x509.ReasonFlags | None:
+    # RFC 5280 §5.3.1: leave the reason out rather than say "unspecified".
+    if status.reason in (None, x509.ReasonFlags.unspecified):
+        return None
+    return status.reason
+
+
+def _subject_public_key_bits(certificate: x509.Certificate) -> bytes:
+    """The BIT STRING contents of subjectPublicKey, from the DER SubjectPublicKeyInfo."""
+    spki = public_key_der(certificate.public_key())  # type: ignore[arg-type]
+    # SPKI ::= SEQUENCE { algorithm AlgorithmIdentifier, subjectPublicKey BIT STRING }.
+    # Skip the outer header, then the algorithm element, then the BIT STRING header and
+    # its unused-bits octet.
+    offset = _header_length(spki, 0)
+    offset += _element_length(spki, offset)
+    return spki[offset + _header_length(spki, offset) + 1 :]
+
+
+def _header_length(der: bytes, offset: int) -> int:
+    first = der[offset + 1]
+    return 2 if first < 0x80 else 2 + (first & 0x7F)
+
+
+def _element_length(der: bytes, offset: int) -> int:
+    first = der[offset + 1]
+    if first < 0x80:
+        return 2 + first
+    count = first & 0x7F
+    return 2 + count + int.from_bytes(der[offset + 2 : offset + 2 + count], "big")
+
+
+def _check_responder(
+    issuer: x509.Certificate, certificate: x509.Certificate, key: PrivateKey
+) -> None:
+    """RFC 6960 §4.2.2.2: the delegated responder is issued by the CA and has OCSPSigning."""
+    if public_key_der(key) != public_key_der(certificate.public_key()):  # type: ignore[arg-type]
+        raise CaMaterialInvalid("the OCSP responder key does not match its certificate")
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise CaMaterialInvalid(
+            f"the OCSP responder certificate is not issued by the CA: {exc}"
+        ) from None
+    try:
+        eku = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        eku = x509.ExtendedKeyUsage([])
+    if ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
+        raise CaMaterialInvalid("the OCSP responder certificate lacks the OCSPSigning EKU")

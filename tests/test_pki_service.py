@@ -1,0 +1,184 @@
+"""The CA through the running service, checked with real peers.
+
+A workload enrolls with `nhi-nac enroll` and a bootstrap token; `openssl verify`
+accepts the chain; the same certificate authenticates over EAP-TLS with `eapol_test`;
+revocation shows in the CRL (`openssl verify -crl_check`), in OCSP (`openssl ocsp`
+against the HTTP responder) and in RADIUS (the next EAP-TLS is rejected).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.interop import require_tool
+from tests.service_process import NHI, SECRET, Service, service_env
+
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    svc = Service(service_env(tmp_path), tmp_path / "data")
+    svc.cli("init")
+    svc.cli("owner", "add", "alice@example.com", "--name", "Alice", "--team", "platform")
+    svc.cli("identity", "add", "workload", "billing", "--owner", "alice@example.com",
+            "--scope", "env=prod")
+    svc.cli("identity", "add", "device", "cam-7", "--owner", "alice@example.com",
+            "--scope", "function=camera")
+    svc.cli("nas", "add", "sw-test", "--address", "127.0.0.1", "--secret", SECRET)
+    svc.start()
+    yield svc
+    if svc.proc is not None and svc.proc.poll() is None:
+        svc.stop()
+
+
+def enroll(svc: Service, token: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*NHI, "enroll", "--server", f"http://127.0.0.1:{svc.api}",
+                           "--token", token, "--out", str(out), *extra], env=svc.env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def openssl(*args: str) -> subprocess.CompletedProcess[str]:
+    tool = require_tool("openssl", "openssl")
+    return subprocess.run([tool, *args], capture_output=True, text=True, timeout=60)
+
+
+def fetch(svc: Service, path: str) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{svc.api}{path}", timeout=10) as r:
+        data: bytes = r.read()
+        return data
+
+
+def test_enroll_verify_renew_revoke(service: Service, tmp_path: Path) -> None:
+    token = service.cli("token", "create", "workload/billing", "--ttl", "10m").strip()
+    out = tmp_path / "creds"
+    p = enroll(service, token, out)
+    assert p.returncode == 0, p.stderr
+    assert (out / "key.pem").stat().st_mode & 0o777 == 0o600
+    verify = openssl("verify", "-CAfile", str(out / "ca.pem"), "-untrusted",
+                     str(out / "chain.pem"), str(out / "cert.pem"))
+    assert verify.returncode == 0 and ": OK" in verify.stdout, verify.stderr
+    text = openssl("x509", "-in", str(out / "cert.pem"), "-noout", "-text").stdout
+    assert "URI:spiffe://nhi.example/workload/billing" in text
+    assert "TLS Web Client Authentication, TLS Web Server Authentication" in text
+    # The token was used: a second enrollment with it is refused, and nothing is stored.
+    again = enroll(service, token, tmp_path / "again")
+    assert again.returncode == 1 and "already used" in again.stderr
+    assert not (tmp_path / "again" / "cert.pem").exists()
+    first = json.loads(service.cli("--json", "cert", "list", "--identity", "workload/billing"))
+    assert len(first) == 1
+    # Renewal proves possession of the current certificate; no token.
+    p = subprocess.run([*NHI, "enroll", "--renew", "--server", f"http://127.0.0.1:{service.api}",
+                        "--out", str(out)], env=service.env, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    certs = json.loads(service.cli("--json", "cert", "list", "--identity", "workload/billing"))
+    assert len(certs) == 2
+    serial = next(c["serial"] for c in certs if c["serial"] != first[0]["serial"])
+    # OCSP says good, revocation, then revoked; the CRL lists it.
+    ca, chain, cert = out / "ca.pem", out / "chain.pem", out / "cert.pem"
+    issuer = tmp_path / "issuer.pem"
+    issuer.write_text(chain.read_text().split("-----END CERTIFICATE-----")[0]
+                      + "-----END CERTIFICATE-----\n")
+    url = f"http://127.0.0.1:{service.api}/pki/v1/ocsp"
+    good = openssl("ocsp", "-issuer", str(issuer), "-cert", str(cert), "-url", url,
+                   "-CAfile", str(ca), "-VAfile", str(service.data / "ca" / "ocsp.pem"))
+    assert f"{cert}: good" in good.stdout, good.stdout + good.stderr
+    service.cli("cert", "revoke", serial, "--reason", "keyCompromise")
+    revoked = openssl("ocsp", "-issuer", str(issuer), "-cert", str(cert), "-url", url,
+                      "-CAfile", str(ca), "-VAfile", str(service.data / "ca" / "ocsp.pem"))
+    assert f"{cert}: revoked" in revoked.stdout, revoked.stdout + revoked.stderr
+    assert "Reason: keyCompromise" in revoked.stdout
+    crl = tmp_path / "crl.pem"
+    crl.write_bytes(fetch(service, "/pki/v1/crl.pem"))
+    check = openssl("verify", "-crl_check", "-CAfile", str(ca), "-untrusted", str(chain),
+                    "-CRLfile", str(crl), str(cert))
+    assert check.returncode != 0 and "certificate revoked" in (check.stdout + check.stderr)
+    # A revoked certificate cannot renew.
+    p = subprocess.run([*NHI, "enroll", "--renew", "--server", f"http://127.0.0.1:{service.api}",
+                        "--out", str(out)], env=service.env, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 1 and "revoked" in p.stderr
+
+
+def test_refusals_store_nothing(service: Service, tmp_path: Path) -> None:
+    # Profile maximum: a workload certificate is at most 7 days; refused, not trimmed.
+    token = service.cli("token", "create", "workload/billing").strip()
+    p = enroll(service, token, tmp_path / "x", "--validity", "30d")
+    assert p.returncode == 1 and "exceeds the workload profile's maximum" in p.stderr
+    assert json.loads(service.cli("--json", "cert", "list")) == []
+    # The refused attempt did not burn the token.
+    p = enroll(service, token, tmp_path / "x", "--validity", "2d")
+    assert p.returncode == 0, p.stderr
+    # A suspended identity gets nothing, even with a valid token.
+    token = service.cli("token", "create", "device/cam-7").strip()
+    service.cli("identity", "suspend", "device/cam-7")
+    p = enroll(service, token, tmp_path / "y")
+    assert p.returncode == 1 and "suspended" in p.stderr
+    assert len(json.loads(service.cli("--json", "cert", "list"))) == 1
+
+
+def eapol(service: Service, creds: Path, tmp_path: Path, tls13: bool = False,
+          fragment: int | None = None) -> str:
+    tool = require_tool("eapol_test", "eapoltest")
+    conf = tmp_path / "eapol.conf"
+    fullchain = tmp_path / "fullchain.pem"
+    fullchain.write_text((creds / "cert.pem").read_text() + (creds / "chain.pem").read_text())
+    conf.write_text(f"""network={{
+    key_mgmt=IEEE8021X
+    eap=TLS
+    identity="device/cam-7"
+    ca_cert="{creds / 'ca.pem'}"
+    client_cert="{fullchain}"
+    private_key="{creds / 'key.pem'}"
+    eapol_flags=0
+    {'phase1="tls_disable_tlsv1_3=0"' if tls13 else ''}
+    {f'fragment_size={fragment}' if fragment else ''}
+}}
+""")
+    p = subprocess.run([tool, "-c", str(conf), "-a", "127.0.0.1", "-p", str(service.auth),
+                        "-s", SECRET, "-r", "0", "-t", "15"], capture_output=True, text=True,
+                       timeout=60)
+    return p.stdout + p.stderr
+
+
+def test_eap_tls_with_an_enrolled_device_certificate(service: Service, tmp_path: Path) -> None:
+    token = service.cli("token", "create", "device/cam-7").strip()
+    creds = tmp_path / "cam"
+    p = enroll(service, token, creds)
+    assert p.returncode == 0, p.stderr
+    for tls13, fragment in ((False, None), (True, None), (False, 300)):
+        out = eapol(service, creds, tmp_path, tls13, fragment)
+        assert "SUCCESS" in out and "MPPE keys OK" in out, out
+        assert "Tunnel-Private-Group-Id" in out or "Attribute 81" in out, out
+    # The starter map puts function=camera devices on the iot segment, VLAN 130.
+    # (Admissions are written in batches just after the reply.)
+    deadline = time.monotonic() + 10
+    rows: list[tuple[int]] = []
+    while time.monotonic() < deadline and len(rows) < 3:
+        with service.db() as conn:
+            rows = conn.execute("SELECT vlan FROM admissions WHERE method = 'eap-tls' "
+                                "AND decision = 'accept'").fetchall()
+        time.sleep(0.2)
+    assert [v for (v,) in rows] == [130, 130, 130]
+    service.cli("cert", "revoke", "--identity", "device/cam-7", "--reason", "keyCompromise")
+    deadline = time.monotonic() + 10
+    out = ""
+    while time.monotonic() < deadline:
+        out = eapol(service, creds, tmp_path)
+        if "FAILURE" in out:
+            break
+        time.sleep(0.5)
+    assert "SUCCESS" not in out and "FAILURE" in out, out
+    time.sleep(1)
+    with service.db() as conn:
+        last = conn.execute("SELECT decision, reasons FROM admissions ORDER BY id DESC "
+                            "LIMIT 1").fetchone()
+    assert last[0] == "reject" and "revoked" in last[1]
