@@ -23,7 +23,7 @@ from nhi_nac.bootstrap_tokens import create_bootstrap_token
 from nhi_nac.config import Config, load_config
 from nhi_nac.domain import IdentityRef, format_scope, parse_scope
 from nhi_nac.durations import parse_duration
-from nhi_nac.enroll_client import enroll, renew, renew_loop
+from nhi_nac.enroll_client import enroll, renew, renew_loop, renewal_due
 from nhi_nac.errors import NhiError
 from nhi_nac.events import tail_events
 from nhi_nac.governance import SEVERITY
@@ -592,6 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="directory for key.pem, cert.pem, ...")
     e.add_argument("--renew", action="store_true", help="renew with the current certificate")
     e.add_argument("--loop", action="store_true", help="keep renewing at 2/3 of the lifetime")
+    e.add_argument("--if-due", action="store_true",
+                   help="with --renew: only when 2/3 of the lifetime has passed")
     e.add_argument("--key-type", default="p256", choices=["p256", "p384", "ed25519",
                                                           "rsa3072"])
     e.add_argument("--validity", help="requested lifetime, e.g. 24h (within the profile)")
@@ -617,6 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _enroll(a: argparse.Namespace) -> int:
+    if a.renew and a.if_due and not renewal_due(a.out):
+        _emit(a, {"renewed": False}, lambda: f"not due yet: {a.out}/cert.pem is fresh")
+        return 0
     if a.renew:
         bundle = renew(a.server, a.out, a.validity, a.ca_file)
     elif a.token:

@@ -93,6 +93,15 @@ def _store(out: str, key: pki.PrivateKey, bundle: dict[str, Any]) -> None:
         raise NhiError(f"bad enrollment answer: {exc}") from None
 
 
+def renewal_due(out: str) -> bool:
+    """True when the certificate in ``out`` is two thirds through its life (or unreadable)."""
+    try:
+        _, cert = pki.read_credentials(out)
+    except (OSError, pki.PkiError, ValueError):
+        return True
+    return dt.datetime.now(dt.UTC) >= pki.renewal_time(cert)
+
+
 def renew_loop(server: str, out: str, ca_file: str | None, max_rounds: int | None = None,
                sleep: Any = time.sleep) -> None:
     """Renew at two thirds of each lifetime, forever (or ``max_rounds`` times)."""

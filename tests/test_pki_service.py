@@ -182,3 +182,15 @@ def test_eap_tls_with_an_enrolled_device_certificate(service: Service, tmp_path:
         last = conn.execute("SELECT decision, reasons FROM admissions ORDER BY id DESC "
                             "LIMIT 1").fetchone()
     assert last[0] == "reject" and "revoked" in last[1]
+
+
+def test_renew_if_due_leaves_a_fresh_certificate(service: Service, tmp_path: Path) -> None:
+    token = service.cli("token", "create", "workload/billing").strip()
+    out = tmp_path / "creds"
+    assert enroll(service, token, out).returncode == 0
+    before = (out / "cert.pem").read_bytes()
+    p = subprocess.run([*NHI, "enroll", "--renew", "--if-due", "--server",
+                        f"http://127.0.0.1:{service.api}", "--out", str(out)], env=service.env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "not due yet" in p.stdout
+    assert (out / "cert.pem").read_bytes() == before
