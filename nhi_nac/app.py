@@ -48,8 +48,9 @@ class Services:
 def build(config: Config) -> Services:
     db = Database(config.effective_database_url)
     inventory = Inventory(db, utcnow)
+    segments = SegmentService(inventory)
     return Services(config, db, inventory, EventRelay(db, utcnow),
-                    Governance(inventory, config.governance), SegmentService(inventory),
+                    Governance(inventory, config.governance, segments.vlan_of), segments,
                     CaService(inventory, config))
 
 

@@ -19,13 +19,15 @@ stale_credential   an active credential is older than its kind's rotation days  
 sprawl             more active credentials than the policy allows              medium
 unused             no authentication/accounting for ``unused_days``            low
 unmanaged          a MAC authenticated (MAB) that the inventory does not know   medium
+drift              accounting shows a live session on a VLAN other than the     high
+                   one the current segment map gives the identity
 =================  ==========================================================  ========
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,11 +45,13 @@ from nhi_nac.storage.models import (
     Finding,
     Identity,
     IdentityMac,
+    NasClient,
     Owner,
+    RadiusSession,
 )
 
 FINDING_TYPES = ("orphaned", "expired_active", "stale_credential", "sprawl", "unused",
-                 "unmanaged")
+                 "unmanaged", "drift")
 SEVERITY = {"orphaned": "high", "expired_active": "high", "stale_credential": "medium",
             "sprawl": "medium", "unused": "low", "unmanaged": "medium", "drift": "high"}
 LIVE = ("active", "suspended")
@@ -197,16 +201,48 @@ async def reconcile(
     return ScanResult(tuple(sorted(opened)), tuple(sorted(resolved)), int(total or 0))
 
 
+#: Answers "which VLAN does the current map give this identity at this NAS site".
+VlanLookup = Callable[[str, Mapping[str, str], str | None, str | None], int | None]
+
+
+async def detect_drift(s: AsyncSession, vlan_of: VlanLookup) -> list[Detection]:
+    """Live sessions whose VLAN (from accounting) is not the identity's mapped VLAN."""
+    found: dict[str, Detection] = {}
+    rows = (await s.execute(
+        select(RadiusSession.identity, RadiusSession.nas, RadiusSession.port,
+               RadiusSession.vlan, RadiusSession.acct_session_id, Identity.id, Identity.kind,
+               Identity.scope, Owner.team, NasClient.site)
+        .join(Identity, (Identity.kind + "/" + Identity.name) == RadiusSession.identity)
+        .join(Owner, Owner.id == Identity.owner_id)
+        .outerjoin(NasClient, NasClient.name == RadiusSession.nas)
+        .where(RadiusSession.status == "active", RadiusSession.vlan.is_not(None),
+               Identity.status == "active"))).all()
+    for ref, nas, port, vlan, sid, iid, kind, scope, team, site in rows:
+        expected = vlan_of(kind, scope, team or None, site or None)
+        if expected != vlan and ref not in found:
+            found[ref] = Detection("drift", ref, iid, {
+                "nas": nas, "port": port, "session": sid, "vlan": vlan,
+                "mapped_vlan": expected})
+    return list(found.values())
+
+
 class Governance:
-    def __init__(self, inventory: Inventory, policy: GovernanceConfig) -> None:
+    def __init__(self, inventory: Inventory, policy: GovernanceConfig,
+                 vlan_of: VlanLookup | None = None) -> None:
         self.inventory = inventory
         self.policy = policy
+        self.vlan_of = vlan_of
 
     async def scan(self) -> ScanResult:
         now = self.inventory.clock()
         async with self.inventory.db.transaction() as s:
             found = await detect(s, self.policy, now)
-            result = await reconcile(s, found, now)
+            types: tuple[str, ...] = FINDING_TYPES
+            if self.vlan_of is not None:
+                found += await detect_drift(s, self.vlan_of)
+            else:
+                types = tuple(t for t in FINDING_TYPES if t != "drift")
+            result = await reconcile(s, found, now, types)
             await self._act(s, found, result, now)
             return result
 

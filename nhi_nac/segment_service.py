@@ -118,6 +118,12 @@ class SegmentService:
             return None
         return self.matcher.lookup(kind, scope, owner_team, nas_site)
 
+    def vlan_of(self, kind: str, scope: Mapping[str, str], owner_team: str | None,
+                nas_site: str | None) -> int | None:
+        """The mapped VLAN (None: rejected, or no map) — for drift detection."""
+        hit = self.lookup(kind, scope, owner_team, nas_site)
+        return None if hit is None else hit.vlan
+
     # -- validate / preview / apply --------------------------------------------------
 
     def _check_size(self, text: str) -> None:

@@ -163,3 +163,30 @@ async def test_expired_identity_is_suspended_by_default_policy(
     assert (last.actor, last.action) == ("governance", "identity.suspended")
     # The cause (an expired identity that is active) is gone: the finding resolves.
     assert "expired_active workload/batch" in (await gov.scan()).resolved
+
+
+async def test_drift_when_accounting_shows_another_vlan(inv: Inventory) -> None:
+    from nhi_nac.segment_service import SegmentService, starter_map_text
+    from nhi_nac.storage.models import RadiusSession
+
+    segments = SegmentService(inv)
+    await segments.apply(starter_map_text(), "starter.yaml", author="t")
+    gov = Governance(inv, GovernanceConfig(actions={t: "notify"
+                                                    for t in GovernanceConfig().actions}),
+                     segments.vlan_of)
+    await inv.add_owner("alice@example.com", "Alice", "facilities", actor="t")
+    await inv.add_identity(NewIdentity.build("device", "mfp", "alice@example.com",
+                                             scope={"function": "printer"}), actor="t")
+    async with inv.db.transaction() as s:
+        s.add(RadiusSession(nas="sw1", nas_address="192.0.2.1", acct_session_id="a1",
+                            identity="device/mfp", vlan=999, status="active", started_at=T0,
+                            updated_at=T0))
+    result = await gov.scan()
+    assert "drift device/mfp" in result.opened
+    f = next(f for f in await gov.findings() if f.type == "drift")
+    assert f.evidence["vlan"] == 999 and f.evidence["mapped_vlan"] == 120
+    async with inv.db.transaction() as s:
+        row = await s.scalar(select(RadiusSession))
+        assert row is not None
+        row.vlan = 120
+    assert "drift device/mfp" in (await gov.scan()).resolved
