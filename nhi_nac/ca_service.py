@@ -366,6 +366,9 @@ class CaService:
             else:
                 raise InvalidInput("give a serial or an identity")
             creds = (await s.scalars(q)).all()
+            owners = {i: f"{k}/{n}" for i, k, n in (await s.execute(
+                select(Identity.id, Identity.kind, Identity.name).where(
+                    Identity.id.in_({c.identity_id for c in creds})))).all()} if creds else {}
             if serial is not None and not creds:
                 raise NotFound(f"no certificate with serial {serial}")
             revoked = []
@@ -378,6 +381,7 @@ class CaService:
                                    target=f"certificate/{cred.serial}", before={"status": "active"},
                                    after={"status": "revoked", "reason": flag.value}, now=now)
                 add_event(s, "certificate.revoked", {"serial": cred.serial,
+                                                     "identity": owners.get(cred.identity_id),
                                                      "reason": flag.value}, now)
         await self.publish_crl()
         return revoked

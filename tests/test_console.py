@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -162,11 +163,19 @@ async def test_browser_flow_with_screenshots(
 
 
 async def test_segment_editor_in_browser(
-    server: str, seeded: dict[str, str], inventory: Inventory
+    seeded: dict[str, str], inventory: Inventory, tmp_path: Path
 ) -> None:
+    """Edit with an error, see it at its line, fix, preview, apply: radclient sees the VLAN."""
+    import dataclasses
+    import subprocess
+
+    from nhi_nac.config import Config, RadiusConfig
+    from nhi_nac.radius.server import Service as RadiusPort
+    from nhi_nac.radius_service import RadiusNode
     from nhi_nac.segment_service import SegmentService, starter_map_text
 
     chromium = require_tool("chromium", "chromium")
+    radclient = require_tool("radclient", "freeradius-utils")
     try:
         from playwright.async_api import async_playwright
     except ImportError:
@@ -174,53 +183,75 @@ async def test_segment_editor_in_browser(
     svc = SegmentService(inventory)
     await svc.apply(starter_map_text(), "starter.yaml", author="t")
     await inventory.add_identity(NewIdentity.build(
-        "device", "mfp-2", "alice@example.com", scope={"function": "printer"}), actor="t")
+        "device", "mfp-2", "alice@example.com", scope={"function": "printer"},
+        macs=["02:00:00:00:00:42"], allow_mab=True), actor="t")
+    secret = "console-test-shared-secret"
+    await inventory.add_nas("sw-ui", "127.0.0.1", secret, actor="t")
+    config = dataclasses.replace(Config(), data_dir=str(tmp_path / "data"),
+                                 radius=RadiusConfig(listen=("127.0.0.1",), auth_port=0,
+                                                     acct_port=0))
+    radius = RadiusNode(config, inventory.db, svc)
+    await radius.start()
+    srv = TestServer(make_app(inventory, segment_service=svc), host="127.0.0.1", port=0)
+    await srv.start_server()
+    server = f"http://127.0.0.1:{srv.port}"
+
+    def mab_vlan() -> str:
+        p = subprocess.run([radclient, "-x", "-r", "1", "-t", "2",
+                            f"127.0.0.1:{radius.shell.port(RadiusPort.AUTH)}", "auth", secret],
+                           input='User-Name = "020000000042", User-Password = "020000000042", '
+                                 'Message-Authenticator = 0x00',
+                           capture_output=True, text=True, timeout=30)
+        line = next(x for x in p.stdout.splitlines() if "Tunnel-Private-Group-Id" in x)
+        return line.split("=", 1)[1].strip().strip('"')
+
     backend = inventory.db.engine.dialect.name
     text = starter_map_text()
     bad_line = next(i for i, line in enumerate(text.splitlines(), 1) if "vlan: 120" in line)
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        page = await browser.new_page()
-        page.on("dialog", lambda d: d.accept())
-        await page.goto(server + "/ui/segments")
-        await page.get_by_label("API token").fill(seeded["admin"])
-        await page.get_by_role("button", name="Log in").click()
-        await page.wait_for_url("**/ui/segments")
-        editor = page.get_by_label("Segment map (YAML)")
-        await editor.fill(text.replace("vlan: 120", "vlan: 5000", 1))
-        problem = page.locator(f"#problems li[data-line='{bad_line}']")
-        await problem.wait_for()
-        assert "VLAN 5000" in await problem.inner_text()
-        await page.screenshot(path=str(ARTIFACTS / f"ui-segments-error-{backend}.png"),
-                              full_page=True)
-        await editor.fill(text.replace("vlan: 120", "vlan: 121", 1))
-        await problem.wait_for(state="detached")
-        assert await page.locator("#problems li.problem-error").count() == 0
-        await page.get_by_role("button", name="Preview changes").click()
-        await page.wait_for_load_state()
-        await page.screenshot(path=str(ARTIFACTS / f"ui-segments-preview-{backend}.png"),
-                              full_page=True)
-        await page.locator("#preview", has_text="VLAN 120 -> VLAN 121: 1").wait_for()
-        await page.screenshot(path=str(ARTIFACTS / f"ui-segments-preview-{backend}.png"),
-                              full_page=True)
-        await page.get_by_label("Comment").fill("renumber printers")
-        await page.get_by_role("button", name="Apply").click()
-        await page.wait_for_selector("text=version 2 applied")
-        await page.screenshot(path=str(ARTIFACTS / f"ui-segments-applied-{backend}.png"),
-                              full_page=True)
-        # The auditor sees the map but has no Apply and no Roll back.
-        ctx = await browser.new_context()
-        aud = await ctx.new_page()
-        await aud.goto(server + "/ui/login?next=/ui/segments")
-        await aud.get_by_label("API token").fill(seeded["auditor"])
-        await aud.get_by_role("button", name="Log in").click()
-        await aud.wait_for_url("**/ui/segments")
-        await aud.get_by_role("button", name="Preview changes").click()
-        assert await aud.get_by_role("button", name="Apply").count() == 0
-        assert await aud.get_by_role("button", name="Roll back").count() == 0
-        await browser.close()
-    assert (await SegmentService(inventory).history())[0].version == 2
-    hit = SegmentService(inventory)
-    await hit.refresh()
-    found = hit.lookup("device", {"function": "printer"}, "netops", None)
-    assert found is not None and found.vlan == 121
+    try:
+        assert await asyncio.to_thread(mab_vlan) == "120"
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            page = await browser.new_page()
+            page.on("dialog", lambda d: d.accept())
+            await page.goto(server + "/ui/segments")
+            await page.get_by_label("API token").fill(seeded["admin"])
+            await page.get_by_role("button", name="Log in").click()
+            await page.wait_for_url("**/ui/segments")
+            editor = page.get_by_label("Segment map (YAML)")
+            await editor.fill(text.replace("vlan: 120", "vlan: 5000", 1))
+            problem = page.locator(f"#problems li[data-line='{bad_line}']")
+            await problem.wait_for()
+            assert "VLAN 5000" in await problem.inner_text()
+            await page.screenshot(path=str(ARTIFACTS / f"ui-segments-error-{backend}.png"),
+                                  full_page=True)
+            await editor.fill(text.replace("vlan: 120", "vlan: 121", 1))
+            await problem.wait_for(state="detached")
+            assert await page.locator("#problems li.problem-error").count() == 0
+            await page.get_by_role("button", name="Preview changes").click()
+            await page.wait_for_load_state()
+            await page.locator("#preview", has_text="VLAN 120 -> VLAN 121: 1").wait_for()
+            await page.screenshot(path=str(ARTIFACTS / f"ui-segments-preview-{backend}.png"),
+                                  full_page=True)
+            await page.get_by_label("Comment").fill("renumber printers")
+            await page.get_by_role("button", name="Apply").click()
+            await page.wait_for_selector("text=version 2 applied")
+            await page.screenshot(path=str(ARTIFACTS / f"ui-segments-applied-{backend}.png"),
+                                  full_page=True)
+            # The auditor sees the map but has no Apply and no Roll back.
+            ctx = await browser.new_context()
+            aud = await ctx.new_page()
+            await aud.goto(server + "/ui/login?next=/ui/segments")
+            await aud.get_by_label("API token").fill(seeded["auditor"])
+            await aud.get_by_role("button", name="Log in").click()
+            await aud.wait_for_url("**/ui/segments")
+            await aud.get_by_role("button", name="Preview changes").click()
+            assert await aud.get_by_role("button", name="Apply").count() == 0
+            assert await aud.get_by_role("button", name="Roll back").count() == 0
+            await browser.close()
+        # The running RADIUS server took the new map: the next MAB request gets VLAN 121.
+        assert await asyncio.to_thread(mab_vlan) == "121"
+    finally:
+        await srv.close()
+        await radius.close()
+    assert (await svc.history())[0].version == 2

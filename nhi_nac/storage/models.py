@@ -341,3 +341,24 @@ class SegmentMapVersion(Base):
     text: Mapped[str] = mapped_column(Text)
     diff: Mapped[str] = mapped_column(Text, default="")
     summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class CoaRequest(Base):
+    """One RFC 5176 Disconnect/CoA request sent to a NAS for one session, and its answer."""
+
+    __tablename__ = "coa_requests"
+    __table_args__ = (Index("ix_coa_requests_created", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[dt.datetime]
+    trigger: Mapped[str] = mapped_column(String(64))
+    identity: Mapped[str] = mapped_column(String(300), index=True)
+    nas: Mapped[str] = mapped_column(String(64))
+    nas_address: Mapped[str] = mapped_column(String(64))
+    acct_session_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    error_cause: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    answered_at: Mapped[dt.datetime | None]
+    rtt_ms: Mapped[float | None]

@@ -32,7 +32,7 @@ from nhi_nac.domain import IdentityKind, IdentityRef, parse_scope
 from nhi_nac.errors import NhiError, Unauthorized
 from nhi_nac.report import FRAMEWORKS, RENDERERS, compliance_report
 from nhi_nac.segment_service import SegmentMapRefused, problem_json
-from nhi_nac.storage.models import Admission, OutboxEvent, UiSession
+from nhi_nac.storage.models import Admission, Identity, OutboxEvent, RadiusSession, UiSession
 
 COOKIE = "nhi_session"
 LOGIN_COOKIE = "nhi_login_csrf"
@@ -218,10 +218,23 @@ async def identity(request: web.Request) -> web.Response:
                       q={"kind": "", "status": "", "owner": "", "scope": ""},
                       kinds=[k.value for k in IdentityKind], limit=LIST_LIMIT)
     findings = [f for f in await request.app[GOVERNANCE].findings() if f.subject == str(ref)]
+    async with request.app[INVENTORY].db.read() as s:
+        sessions = (await s.scalars(select(RadiusSession).where(
+            RadiusSession.identity == str(ref)).order_by(RadiusSession.id.desc())
+            .limit(20))).all()
+        recent = (await s.scalars(select(Admission).where(Admission.identity == str(ref))
+                                  .order_by(Admission.id.desc()).limit(20))).all()
+        children = [f"{k}/{n}" for k, n in (await s.execute(
+            select(Identity.kind, Identity.name).where(Identity.parent_id == select(
+                Identity.id).where(Identity.kind == ref.kind.value,
+                                   Identity.name == ref.name).scalar_subquery())
+            .order_by(Identity.kind, Identity.name))).all()]
     actions = [("suspend", "Suspend") if view.status == "active" else ("reactivate",
                                                                        "Reactivate"),
                ("retire", "Retire")]
-    return render(request, "identity.html", v=view, findings=findings, actions=actions)
+    return render(request, "identity.html", v=view, findings=findings, actions=actions,
+                  sessions=sessions, admissions=[_admission_json(a) for a in recent],
+                  children=children)
 
 
 _STATUS_OF = {"suspend": "suspended", "reactivate": "active", "retire": "retired"}

@@ -1,8 +1,8 @@
-"""governance, radius records, console sessions, segment maps, key fingerprints
+"""governance, radius, console, segment maps, CA, CoA
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-28 23:51:41.500000
+Create Date: 2026-11-29 00:05:59.428640
 """
 from alembic import op
 import sqlalchemy as sa
@@ -32,6 +32,26 @@ def upgrade() -> None:
     with op.batch_alter_table('admissions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_admissions_at'), ['at'], unique=False)
         batch_op.create_index(batch_op.f('ix_admissions_identity'), ['identity'], unique=False)
+
+    op.create_table('coa_requests',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('trigger', sa.String(length=64), nullable=False),
+    sa.Column('identity', sa.String(length=300), nullable=False),
+    sa.Column('nas', sa.String(length=64), nullable=False),
+    sa.Column('nas_address', sa.String(length=64), nullable=False),
+    sa.Column('acct_session_id', sa.String(length=128), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('error_cause', sa.String(length=64), nullable=True),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('answered_at', sa.DateTime(), nullable=True),
+    sa.Column('rtt_ms', sa.Double(), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_coa_requests'))
+    )
+    with op.batch_alter_table('coa_requests', schema=None) as batch_op:
+        batch_op.create_index('ix_coa_requests_created', ['created_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_coa_requests_identity'), ['identity'], unique=False)
 
     op.create_table('discovered_devices',
     sa.Column('mac', sa.String(length=17), nullable=False),
@@ -161,6 +181,11 @@ def downgrade() -> None:
 
     op.drop_table('radius_sessions')
     op.drop_table('discovered_devices')
+    with op.batch_alter_table('coa_requests', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_coa_requests_identity'))
+        batch_op.drop_index('ix_coa_requests_created')
+
+    op.drop_table('coa_requests')
     with op.batch_alter_table('admissions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_admissions_identity'))
         batch_op.drop_index(batch_op.f('ix_admissions_at'))

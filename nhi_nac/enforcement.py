@@ -1,0 +1,179 @@
+"""Continuous enforcement: push changes to live sessions with RFC 5176.
+
+The enforcer watches the event outbox (so a change made by the CLI, the API or another
+node is seen alike) and, for every event that changes what an identity may have —
+
+- ``segments.applied`` (the identities that move),
+- ``identity.suspended`` / ``identity.retired``,
+- ``certificate.revoked``,
+- ``owner.departed`` (the identities left orphaned) —
+
+sends each of the identity's active sessions (known from accounting) a
+Disconnect-Request, or, where the NAS vendor supports it and only the segment changed,
+a CoA-Request asking it to re-authenticate, so that the next authentication lands on
+the right VLAN or is refused. Every request and its answer (ACK, NAK with
+Error-Cause, or timeout after identical retransmissions) is stored in
+``coa_requests``; ``nhi-nac coa status`` shows them. The sender owns the wire protocol,
+retransmission and per-NAS rate limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select
+
+from nhi_nac.outbox import add_event
+from nhi_nac.storage.db import Database
+from nhi_nac.storage.models import CoaRequest, NasClient, OutboxEvent, RadiusSession
+
+log = structlog.get_logger("nhi_nac.coa")
+
+#: Seconds between looks at the outbox.
+ENFORCE_POLL_SECONDS = 0.5
+#: NAS vendors that accept a CoA-Request to re-authenticate a session (Cisco's
+#: subscriber:command=reauthenticate); the others get Disconnect-Request.
+REAUTH_VENDORS = frozenset({"cisco"})
+#: Sessions addressed per event, at most (a map change moving more is logged).
+MAX_SESSIONS_PER_EVENT = 100_000
+
+
+@dataclass(frozen=True)
+class SessionTarget:
+    """One live session to act on, with what the sender needs to reach its NAS."""
+
+    request_id: int
+    kind: str  # "disconnect" | "coa"
+    identity: str
+    nas: str
+    nas_address: str
+    secret: bytes
+    vendor: str
+    acct_session_id: str
+    user_name: str
+    mac: str
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    request_id: int
+    status: str  # "acked" | "naked" | "timeout" | "error"
+    error_cause: str | None
+    attempts: int
+    rtt_ms: float | None
+
+
+Sender = Callable[[Sequence[SessionTarget]], Awaitable[Sequence[SendOutcome]]]
+
+
+def affected(event_type: str, payload: dict[str, Any]) -> tuple[str, list[str]]:
+    """(kind of request, identities) an event asks to enforce; empty if none."""
+    if event_type == "segments.applied":
+        return "coa", [str(i) for i in payload.get("moved", [])]
+    if event_type in ("identity.suspended", "identity.retired"):
+        return "disconnect", [str(payload["identity"])]
+    if event_type == "certificate.revoked" and payload.get("identity"):
+        return "disconnect", [str(payload["identity"])]
+    if event_type == "owner.departed":
+        return "disconnect", [str(i) for i in payload.get("orphaned", [])]
+    return "disconnect", []
+
+
+class Enforcer:
+    def __init__(self, db: Database, sender: Sender,
+                 clock: Callable[[], dt.datetime]) -> None:
+        self.db = db
+        self.sender = sender
+        self.clock = clock
+        self._last_event: int | None = None
+
+    async def start(self) -> None:
+        async with self.db.read() as s:
+            self._last_event = int(await s.scalar(select(func.max(OutboxEvent.id))) or 0)
+
+    async def check(self) -> int:
+        """Handle new outbox events; returns how many requests were sent."""
+        if self._last_event is None:
+            await self.start()
+        async with self.db.read() as s:
+            events = (await s.execute(select(OutboxEvent.id, OutboxEvent.type,
+                                             OutboxEvent.payload)
+                                      .where(OutboxEvent.id > (self._last_event or 0))
+                                      .order_by(OutboxEvent.id).limit(1000))).all()
+        sent = 0
+        for event_id, etype, payload in events:
+            kind, identities = affected(etype, payload)
+            if identities:
+                sent += await self.enforce(identities, kind, f"{etype}#{event_id}")
+            self._last_event = event_id
+        return sent
+
+    async def enforce(self, identities: Iterable[str], kind: str, trigger: str) -> int:
+        now = self.clock()
+        targets: list[SessionTarget] = []
+        wanted = sorted(set(identities))
+        async with self.db.transaction() as s:
+            for start in range(0, len(wanted), 500):
+                rows = (await s.execute(
+                    select(RadiusSession, NasClient.secret, NasClient.vendor,
+                           NasClient.address)
+                    .join(NasClient, NasClient.name == RadiusSession.nas)
+                    .where(RadiusSession.status == "active",
+                           RadiusSession.identity.in_(wanted[start : start + 500])))).all()
+                for sess, secret, vendor, nas_net in rows:
+                    if len(targets) >= MAX_SESSIONS_PER_EVENT:
+                        log.warning("coa.too_many_sessions", trigger=trigger)
+                        break
+                    how = "coa" if kind == "coa" and vendor in REAUTH_VENDORS else "disconnect"
+                    address = sess.nas_address or nas_net.split("/")[0]
+                    req = CoaRequest(created_at=now, trigger=trigger, identity=sess.identity,
+                                     nas=sess.nas, nas_address=address,
+                                     acct_session_id=sess.acct_session_id, kind=how,
+                                     status="pending", attempts=0)
+                    s.add(req)
+                    await s.flush()
+                    targets.append(SessionTarget(req.id, how, sess.identity, sess.nas, address,
+                                                 secret.encode(), vendor, sess.acct_session_id,
+                                                 sess.user_name, sess.mac))
+        if not targets:
+            return 0
+        outcomes = await self.sender(targets)
+        done = self.clock()
+        async with self.db.transaction() as s:
+            for o in outcomes:
+                stored = await s.get(CoaRequest, o.request_id)
+                if stored is None:
+                    continue
+                req = stored
+                req.status, req.error_cause, req.attempts = o.status, o.error_cause, o.attempts
+                req.rtt_ms = o.rtt_ms
+                req.answered_at = done if o.status in ("acked", "naked") else None
+                add_event(s, "coa.result", {"identity": req.identity, "nas": req.nas,
+                                            "session": req.acct_session_id, "kind": req.kind,
+                                            "status": o.status, "error_cause": o.error_cause,
+                                            "trigger": trigger}, done)
+        return len(targets)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(ENFORCE_POLL_SECONDS)
+            try:
+                await self.check()
+            except Exception:  # noqa: BLE001 - keep enforcing after a failure
+                log.warning("coa.enforce_failed", exc_info=True)
+
+
+async def coa_status(db: Database, limit: int = 100) -> list[dict[str, Any]]:
+    async with db.read() as s:
+        rows = (await s.scalars(select(CoaRequest).order_by(CoaRequest.id.desc())
+                                .limit(limit))).all()
+    return [{"id": r.id, "at": r.created_at.isoformat(timespec="seconds"),
+             "trigger": r.trigger, "identity": r.identity, "nas": r.nas,
+             "nas_address": r.nas_address, "session": r.acct_session_id, "kind": r.kind,
+             "status": r.status, "error_cause": r.error_cause, "attempts": r.attempts,
+             "rtt_ms": r.rtt_ms} for r in reversed(rows)]
