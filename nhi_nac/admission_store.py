@@ -59,6 +59,8 @@ MAX_QUEUED_RECORDS = 50_000
 #: Seconds between batch writes and between checks for inventory changes.
 FLUSH_SECONDS = 0.2
 WATCH_SECONDS = 0.5
+#: Seconds between deletions of admissions older than the retention period.
+PRUNE_SECONDS = 3600.0
 #: Event types after which the in-memory inventory is reloaded.
 RELOAD_EVENT_PREFIXES = ("identity.", "owner.", "nas.", "credential.", "certificate.")
 
@@ -149,11 +151,16 @@ class InventoryDirectory(MemoryDirectory):
         return False
 
     async def watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time()
         while True:
             await asyncio.sleep(WATCH_SECONDS)
             try:
                 await self.check_for_changes()
                 await self.flush()
+                if loop.time() >= next_prune:
+                    await self.prune(dt.datetime.now(dt.UTC))
+                    next_prune = loop.time() + PRUNE_SECONDS
             except Exception:  # noqa: BLE001 - keep serving from what is in memory
                 self.counters["watch_errors"] += 1
                 log.warning("admission.watch_failed", exc_info=True)
@@ -177,6 +184,11 @@ class InventoryDirectory(MemoryDirectory):
         self._queue.append((kind, item))
 
     async def record_admission(self, decision: AdmissionDecision) -> None:
+        log.info("radius.decision", verdict=decision.verdict.value,
+                 method=decision.method.value,
+                 identity=str(decision.identity) if decision.identity else None,
+                 nas=decision.nas_name, port=decision.nas_port, mac=decision.mac,
+                 vlan=decision.vlan, reasons=list(decision.reasons), failure=decision.failure)
         self._enqueue("admission", decision)
 
     async def record_unmanaged(self, sighting: UnmanagedSighting) -> None:

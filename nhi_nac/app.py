@@ -129,7 +129,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     services.ca.issue_service_certificates(services.inventory.clock())
     radius = RadiusNode(config, services.db, services.segments)
     registry = CollectorRegistry()
-    registry.register(RadiusMetrics(radius.server, radius.directory))
+    registry.register(RadiusMetrics(radius.server, radius.directory, radius.shell))
     app = make_app(services.inventory, config.api.max_body, registry=registry,
                    governance=services.governance, segment_service=services.segments,
                    ca=services.ca)

@@ -18,7 +18,11 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from OpenSSL import SSL
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from nhi_nac.admission_store import InventoryDirectory
@@ -57,11 +61,14 @@ def load_tls_context(data_dir: Path) -> SSL.Context | None:
 class RadiusMetrics(Collector):
     """Exports the engine's and the directory's counters to Prometheus."""
 
-    def __init__(self, server: RadiusServer, directory: InventoryDirectory) -> None:
+    def __init__(self, server: RadiusServer, directory: InventoryDirectory,
+                 shell: RadiusUdpService) -> None:
         self.server = server
         self.directory = directory
+        self.shell = shell
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily |
+                                  HistogramMetricFamily]:
         decisions = CounterMetricFamily("nhi_radius_events", "RADIUS decisions and drops",
                                         labels=["event"])
         for key, value in sorted(self.server.counters.items()):
@@ -75,6 +82,15 @@ class RadiusMetrics(Collector):
         sessions = GaugeMetricFamily("nhi_radius_eap_sessions", "EAP conversations in flight")
         sessions.add_metric([], self.server.eap_sessions)
         yield sessions
+        hist = self.shell.latency
+        buckets, running = [], 0
+        for bound, count in zip((*hist.bounds, float("inf")), hist.counts, strict=True):
+            running += count
+            buckets.append((str(bound) if bound != float("inf") else "+Inf", running))
+        latency = HistogramMetricFamily("nhi_radius_request_seconds",
+                                        "Request arrival to reply sent")
+        latency.add_metric([], buckets, sum_value=hist.total)
+        yield latency
 
 
 class RadiusNode:

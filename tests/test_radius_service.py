@@ -102,6 +102,7 @@ def test_unknown_mac_accounting_and_metrics(service: Service) -> None:
         metrics = r.read().decode()
     assert 'nhi_radius_events_total{event="accept"}' in metrics
     assert 'nhi_radius_events_total{event="drop.' in metrics
+    assert 'nhi_radius_request_seconds_bucket{le="+Inf"}' in metrics
     service.stop()
     with service.db() as conn:
         assert conn.execute("SELECT status, input_octets, output_octets FROM "

@@ -32,6 +32,28 @@ EXPIRY_INTERVAL = 1.0
 MAX_PENDING_SINK_WRITES = 10_000
 
 
+#: Upper bounds (seconds) of the request-latency histogram buckets.
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class LatencyHistogram:
+    """Time from a datagram's arrival to its reply being handed to the socket."""
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        for i, bound in enumerate(self.bounds):
+            if seconds <= bound:
+                self.counts[i] += 1
+                break
+        else:
+            self.counts[-1] += 1
+        self.total += seconds
+
+
 @dataclass(frozen=True, slots=True)
 class BoundSocket:
     service: Service
@@ -69,6 +91,7 @@ class RadiusUdpService:
         self.directory = directory
         self.clock = clock
         self.bound: list[BoundSocket] = []
+        self.latency = LatencyHistogram()
         self._transports: list[asyncio.DatagramTransport] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._expiry: asyncio.Task[None] | None = None
@@ -113,6 +136,7 @@ class RadiusUdpService:
         if len(data) > MAX_PACKET_SIZE:
             self.server.counters["drop.oversize"] += 1
             return
+        started = time.perf_counter()
         try:
             out = self.server.receive(data, (str(addr[0]), int(addr[1])), service, self.clock())
         except Exception:  # noqa: BLE001 - a bug must cost one packet, not the server
@@ -121,6 +145,8 @@ class RadiusUdpService:
             return
         for dgram in out.datagrams:
             transport.sendto(dgram.data, addr)
+        if out.datagrams:
+            self.latency.observe(time.perf_counter() - started)
         if out.decision is not None:
             self._spawn("admission", self.directory.record_admission(out.decision))
             if out.decision.unmanaged is not None:
