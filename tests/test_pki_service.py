@@ -194,3 +194,26 @@ def test_renew_if_due_leaves_a_fresh_certificate(service: Service, tmp_path: Pat
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "not due yet" in p.stdout
     assert (out / "cert.pem").read_bytes() == before
+
+
+def test_renew_loop_renews_at_two_thirds(service: Service, tmp_path: Path) -> None:
+    from nhi_nac.enroll_client import renew_loop
+
+    token = service.cli("token", "create", "workload/billing").strip()
+    out = tmp_path / "creds"
+    assert enroll(service, token, out, "--validity", "3h").returncode == 0
+    waits: list[float] = []
+    serials = [(out / "cert.pem").read_bytes()]
+
+    def fake_clock_sleep(seconds: float) -> None:
+        """Stands in for time.sleep: record the wait instead of waiting two hours."""
+        waits.append(seconds)
+
+    renew_loop(f"http://127.0.0.1:{service.api}", str(out), None, max_rounds=2,
+               sleep=fake_clock_sleep)
+    serials.append((out / "cert.pem").read_bytes())
+    # First wait: two thirds of 3 h, minus the seconds already elapsed.
+    assert 2 * 3600 - 60 < waits[0] <= 2 * 3600
+    assert len(set(serials)) == 2
+    certs = json.loads(service.cli("--json", "cert", "list", "--identity", "workload/billing"))
+    assert len(certs) == 3
