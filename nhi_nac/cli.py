@@ -406,6 +406,20 @@ async def cmd_cert_revoke(a: argparse.Namespace, s: Services) -> int:
     return 0
 
 
+async def cmd_agent_tree(a: argparse.Namespace, s: Services) -> int:
+    family = await s.inventory.family(IdentityRef.parse(a.ref))
+
+    def line(depth: int, v: IdentityView) -> str:
+        certs = [c for c in v.credentials if c.type == "certificate" and c.status == "active"]
+        until = max((c.expires_at for c in certs if c.expires_at), default=None)
+        life = f" cert until {until.isoformat(timespec='minutes')}" if until else ""
+        return (f"{'  ' * depth}{'└─ ' if depth else ''}{v.ref} [{v.status}] "
+                f"owner {v.owner} scope {format_scope(v.scope) or '-'}{life}")
+    _emit(a, [{"depth": d, **to_json(v)} for d, v in family],
+          lambda: "\n".join(line(d, v) for d, v in family))
+    return 0
+
+
 async def cmd_findings_list(a: argparse.Namespace, s: Services) -> int:
     rows = await s.governance.findings(a.type, None if a.all else "open")
     _emit(a, rows, lambda: _table([(f.id, f.type, f.severity, f.state, f.subject,
@@ -599,6 +613,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "rsa3072"])
     e.add_argument("--validity", help="requested lifetime, e.g. 24h (within the profile)")
     e.add_argument("--ca-file", help="CA bundle to trust for an https:// server")
+
+    agent = sub.add_parser("agent", help="AI agents").add_subparsers(dest="sub", required=True)
+    g = agent.add_parser("tree", parents=[common], help="an identity and its descendants")
+    g.add_argument("ref", metavar="KIND/NAME")
+    g.set_defaults(fn=cmd_agent_tree)
 
     rep = sub.add_parser("report", help="reports").add_subparsers(dest="sub", required=True)
     r = rep.add_parser("compliance", parents=[common])

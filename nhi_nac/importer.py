@@ -18,7 +18,7 @@ import datetime as dt
 import io
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import insert, select, tuple_
@@ -27,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nhi_nac import audit
 from nhi_nac.domain import IdentityRef, parse_scope
 from nhi_nac.errors import InvalidInput
-from nhi_nac.inventory import Inventory, NewIdentity, _check_email
+from nhi_nac.inventory import Inventory, NewIdentity, _check_email, parent_facts
+from nhi_nac.lineage import ParentFacts, check_child
 from nhi_nac.outbox import add_event
 from nhi_nac.storage.models import Identity, IdentityLabel, IdentityMac, Owner, table_of
 from nhi_nac.views import ImportReport
@@ -246,6 +247,8 @@ async def _check_rows(
 ) -> None:
     macs: dict[str, str] = {}
     seen: set[tuple[str, str]] = set()
+    # Lineage facts of parents met so far (in the file, or loaded from the database).
+    parents: dict[tuple[str, str], ParentFacts] = {}
     for label, new in rows:
         key = (new.kind.value, new.name)
         owner = owners.get(new.owner)
@@ -259,8 +262,21 @@ async def _check_rows(
             pkey = (new.parent.kind.value, new.parent.name)
             if pkey not in seen and pkey not in existing:
                 raise ImportRefused(label, f"parent {new.parent} does not exist (define it first)")
-            if pkey in existing and existing[pkey][1] == "retired":
-                raise ImportRefused(label, f"parent {new.parent} is retired")
+            facts = parents.get(pkey)
+            if facts is None:  # an identity already in the database
+                row = await s.get(Identity, existing[pkey][0])
+                assert row is not None
+                facts = await parent_facts(s, row)
+            try:
+                check_child(facts, new.owner, new.scope)
+            except InvalidInput as exc:
+                raise ImportRefused(label, exc.message) from None
+            parents[pkey] = replace(facts, live_children=facts.live_children + 1)
+            parents[key] = ParentFacts(f"{key[0]}/{key[1]}", "active", new.owner, new.scope,
+                                       facts.depth + 1, 0)
+        else:
+            parents[key] = ParentFacts(f"{key[0]}/{key[1]}", "active", new.owner, new.scope,
+                                       0, 0)
         for mac in new.macs:
             if mac in macs:
                 raise ImportRefused(label, f"MAC {mac} is also given at {macs[mac]}")

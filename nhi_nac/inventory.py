@@ -32,6 +32,7 @@ from nhi_nac.domain import (
     parse_kind,
 )
 from nhi_nac.errors import Conflict, InvalidInput, NotFound
+from nhi_nac.lineage import MAX_LINEAGE_DEPTH, ParentFacts, check_child
 from nhi_nac.outbox import add_event
 from nhi_nac.storage import queries
 from nhi_nac.storage.db import Database
@@ -233,8 +234,7 @@ class Inventory:
         parent_id = None
         if new.parent is not None:
             parent = await self._identity(s, new.parent)
-            if parent.status == IdentityStatus.RETIRED:
-                raise InvalidInput(f"parent {new.parent} is retired")
+            check_child(await parent_facts(s, parent), owner.email, new.scope)
             parent_id = parent.id
         for mac in new.macs:
             holder = await s.scalar(
@@ -305,19 +305,34 @@ class Inventory:
                 owner = await s.get(Owner, row.owner_id)
                 if owner is None or owner.status != OwnerStatus.ACTIVE:
                     raise InvalidInput(f"{ref} cannot be reactivated: its owner is not active")
-            row.status = new.value
-            if new == IdentityStatus.RETIRED:
-                row.retired_at = now
-                # Credentials of a retired identity are dead; the CA publishes the revocation.
-                for cred in (await s.scalars(select(Credential).where(
-                        Credential.identity_id == row.id, Credential.status == "active"))).all():
-                    cred.status, cred.revoked_at = "revoked", now
-                    cred.revocation_reason = "cessationOfOperation"
-            await audit.append(s, actor=actor, action=f"identity.{_verb(new)}", target=str(ref),
-                               before={"status": old}, after={"status": new.value}, now=now)
-            add_event(s, f"identity.{_verb(new)}", {"identity": str(ref), "from": old,
-                                                     "to": new.value}, now)
+            await self._change_status(s, row, new, now, actor, cause=None)
+            if new != IdentityStatus.ACTIVE:
+                # Suspending or retiring a parent cascades to every descendant, in this
+                # same transaction: no child of a stopped agent keeps working.
+                for child in await descendants(s, row.id):
+                    if child.status == IdentityStatus.RETIRED or child.status == new:
+                        continue
+                    await self._change_status(s, child, new, now, actor, cause=str(ref))
         return await self.get_identity(ref)
+
+    async def _change_status(self, s: AsyncSession, row: Identity, new: IdentityStatus,
+                             now: dt.datetime, actor: str, cause: str | None) -> None:
+        old, ref = row.status, f"{row.kind}/{row.name}"
+        row.status = new.value
+        if new == IdentityStatus.RETIRED:
+            row.retired_at = now
+            # Credentials of a retired identity are dead; the CA publishes the revocation.
+            for cred in (await s.scalars(select(Credential).where(
+                    Credential.identity_id == row.id, Credential.status == "active"))).all():
+                cred.status, cred.revoked_at = "revoked", now
+                cred.revocation_reason = "cessationOfOperation"
+        after: dict[str, Any] = {"status": new.value}
+        if cause:
+            after["cascade_from"] = cause
+        await audit.append(s, actor=actor, action=f"identity.{_verb(new)}", target=ref,
+                           before={"status": old}, after=after, now=now)
+        add_event(s, f"identity.{_verb(new)}", {"identity": ref, "from": old,
+                                                 "to": new.value, "cascade_from": cause}, now)
 
     async def add_credential(
         self,
@@ -358,6 +373,25 @@ class Inventory:
             add_event(s, "credential.added", {"identity": str(ref), "type": type_,
                                               "fingerprint": fp}, now)
         return queries.credential_view(cred)
+
+    async def family(self, ref: IdentityRef) -> list[tuple[int, IdentityView]]:
+        """The identity and all its descendants as (depth, view), depth-first."""
+        async with self.db.read() as s:
+            root = await self._identity(s, ref)
+            rows = [root, *await descendants(s, root.id)]
+        by_parent: dict[int | None, list[Identity]] = {}
+        for r in rows:
+            by_parent.setdefault(r.parent_id, []).append(r)
+        out: list[tuple[int, IdentityView]] = []
+
+        async def walk(node: Identity, depth: int) -> None:
+            out.append((depth, await self.get_identity(IdentityRef(IdentityKind(node.kind),
+                                                                   node.name))))
+            for child in by_parent.get(node.id, []):
+                await walk(child, depth + 1)
+
+        await walk(root, 0)
+        return out
 
     # -- NAS clients ------------------------------------------------------------
 
@@ -458,6 +492,33 @@ class Inventory:
         if row is None:
             raise NotFound(f"no identity {ref}")
         return row
+
+
+async def parent_facts(s: AsyncSession, parent: Identity) -> ParentFacts:
+    owner = await s.get(Owner, parent.owner_id)
+    depth, cursor = 0, parent.parent_id
+    while cursor is not None and depth <= MAX_LINEAGE_DEPTH:
+        depth += 1
+        cursor = await s.scalar(select(Identity.parent_id).where(Identity.id == cursor))
+    children = await s.scalar(select(func.count()).select_from(Identity).where(
+        Identity.parent_id == parent.id, Identity.status != "retired"))
+    return ParentFacts(f"{parent.kind}/{parent.name}", parent.status,
+                       owner.email if owner else "", dict(parent.scope), depth,
+                       int(children or 0))
+
+
+async def descendants(s: AsyncSession, root_id: int) -> list[Identity]:
+    """Every identity below ``root_id``, parents before children (bounded by depth)."""
+    found: list[Identity] = []
+    frontier = [root_id]
+    for _ in range(MAX_LINEAGE_DEPTH + 1):
+        if not frontier:
+            break
+        level = (await s.scalars(select(Identity).where(Identity.parent_id.in_(frontier))
+                                 .order_by(Identity.id))).all()
+        found.extend(level)
+        frontier = [c.id for c in level]
+    return found
 
 
 def _check_status(status: str) -> str:

@@ -181,3 +181,19 @@ def test_segments_cli(env: dict[str, str], tmp_path: Path) -> None:
     history = json.loads(run(env, "--json", "segments", "history").stdout)
     assert [h["version"] for h in history] == [3, 2, 1]
     assert history[1]["comment"] == "renumber"
+
+
+def test_agent_tree_and_lineage_refusal(env: dict[str, str]) -> None:
+    run(env, "init")
+    run(env, "owner", "add", "ops@example.com", "--name", "Ops")
+    run(env, "identity", "add", "ai_agent", "planner", "--owner", "ops@example.com",
+        "--scope", "env=prod")
+    run(env, "identity", "add", "ai_agent", "worker", "--owner", "ops@example.com",
+        "--scope", "env=prod", "--parent", "ai_agent/planner")
+    p = run(env, "identity", "add", "ai_agent", "rogue", "--owner", "ops@example.com",
+            "--scope", "env=prod", "--scope", "zone=db", "--parent", "ai_agent/worker",
+            ok=False)
+    assert p.returncode == 1 and "zone=db not in the parent's scope" in p.stderr
+    tree = run(env, "agent", "tree", "ai_agent/planner").stdout.splitlines()
+    assert tree[0].startswith("ai_agent/planner [active] owner ops@example.com")
+    assert tree[1].strip().startswith("└─ ai_agent/worker [active]")
