@@ -17,7 +17,9 @@ from prometheus_client import CollectorRegistry
 
 from nhi_nac.api.server import make_app
 from nhi_nac.ca_service import CaService
+from nhi_nac.coa.sender import CoaSender
 from nhi_nac.config import Config
+from nhi_nac.enforcement import Enforcer, coa_sender
 from nhi_nac.errors import InternalError
 from nhi_nac.events import EventRelay
 from nhi_nac.governance import Governance
@@ -144,6 +146,11 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     relay_task = asyncio.create_task(services.relay.run())
     refresh_task = asyncio.create_task(_keep_segments_fresh(services.segments, radius))
     ca_task = asyncio.create_task(_keep_ca_fresh(services.ca))
+    enforcer = Enforcer(services.db, coa_sender(CoaSender(), config.radius.coa_port), utcnow)
+    await enforcer.start()
+    tasks = [relay_task, refresh_task, ca_task]
+    if config.radius.coa_enabled:
+        tasks.append(asyncio.create_task(enforcer.run()))
     try:
         try:
             await radius.start()
@@ -157,7 +164,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         await stop.wait()
         notify("STOPPING=1")
     finally:
-        for task in (relay_task, refresh_task, ca_task):
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -23,6 +23,7 @@ from nhi_nac.bootstrap_tokens import create_bootstrap_token
 from nhi_nac.config import Config, load_config
 from nhi_nac.domain import IdentityRef, format_scope, parse_scope
 from nhi_nac.durations import parse_duration
+from nhi_nac.enforcement import coa_status
 from nhi_nac.enroll_client import enroll, renew, renew_loop, renewal_due
 from nhi_nac.errors import NhiError
 from nhi_nac.events import tail_events
@@ -420,6 +421,16 @@ async def cmd_agent_tree(a: argparse.Namespace, s: Services) -> int:
     return 0
 
 
+async def cmd_coa_status(a: argparse.Namespace, s: Services) -> int:
+    rows = await coa_status(s.db, a.limit)
+    _emit(a, rows, lambda: _table([(r["at"], r["kind"], r["identity"], r["nas"], r["session"],
+                                    r["status"], r["error_cause"], r["attempts"],
+                                    r["trigger"]) for r in rows],
+                                  ("at", "kind", "identity", "nas", "session", "status",
+                                   "error-cause", "tries", "trigger")))
+    return 0
+
+
 async def cmd_findings_list(a: argparse.Namespace, s: Services) -> int:
     rows = await s.governance.findings(a.type, None if a.all else "open")
     _emit(a, rows, lambda: _table([(f.id, f.type, f.severity, f.state, f.subject,
@@ -613,6 +624,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "rsa3072"])
     e.add_argument("--validity", help="requested lifetime, e.g. 24h (within the profile)")
     e.add_argument("--ca-file", help="CA bundle to trust for an https:// server")
+
+    coa = sub.add_parser("coa", help="RFC 5176 enforcement").add_subparsers(dest="sub",
+                                                                           required=True)
+    c = coa.add_parser("status", parents=[common], help="requests sent and their answers")
+    c.add_argument("--limit", type=int, default=50)
+    c.set_defaults(fn=cmd_coa_status)
 
     agent = sub.add_parser("agent", help="AI agents").add_subparsers(dest="sub", required=True)
     g = agent.add_parser("tree", parents=[common], help="an identity and its descendants")

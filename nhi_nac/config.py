@@ -41,8 +41,12 @@ class RadiusConfig:
     acct_port: int = 1813
     #: What to do when the database cannot be reached: "reject" or "drop"; never accept.
     on_backend_error: str = "reject"
-    #: Per-kind default VLAN until a segment map assigns one; 0 = reject.
+    #: VLAN for an unknown MAC while no segment map is applied; 0 = reject.
     fallback_vlan: int = 0
+    #: UDP port of the NAS's Dynamic Authorization Server (RFC 5176).
+    coa_port: int = 3799
+    #: Push changes to live sessions with Disconnect/CoA (RFC 5176).
+    coa_enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,8 @@ def _validate(cfg: Config) -> Config:
             raise ConfigError(f"radius.listen[{i}]", f"{address!r} is not an IP address") from None
     _port(cfg.radius.auth_port, "radius.auth_port")
     _port(cfg.radius.acct_port, "radius.acct_port")
+    if not 1 <= _port(cfg.radius.coa_port, "radius.coa_port"):
+        raise ConfigError("radius.coa_port", "must be 1-65535")
     if cfg.radius.on_backend_error not in ("reject", "drop"):
         raise ConfigError("radius.on_backend_error", "must be 'reject' or 'drop'")
     if not 0 <= cfg.radius.fallback_vlan <= 4094:

@@ -20,6 +20,7 @@ retransmission and per-NAS rate limits.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import datetime as dt
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,14 @@ from typing import Any
 import structlog
 from sqlalchemy import func, select
 
+from nhi_nac.coa.limits import COA_PORT
+from nhi_nac.coa.messages import (
+    CoaAction,
+    CoaOutcome,
+    CoaTarget,
+    SessionIds,
+)
+from nhi_nac.coa.sender import CoaSender
 from nhi_nac.outbox import add_event
 from nhi_nac.storage.db import Database
 from nhi_nac.storage.models import CoaRequest, NasClient, OutboxEvent, RadiusSession
@@ -177,3 +186,29 @@ async def coa_status(db: Database, limit: int = 100) -> list[dict[str, Any]]:
              "nas_address": r.nas_address, "session": r.acct_session_id, "kind": r.kind,
              "status": r.status, "error_cause": r.error_cause, "attempts": r.attempts,
              "rtt_ms": r.rtt_ms} for r in reversed(rows)]
+
+
+def coa_sender(sender: CoaSender, port: int = COA_PORT) -> Sender:
+    """Adapt the RFC 5176 sender to the enforcer: one request per session target."""
+    outcome_names = {CoaOutcome.ACK: "acked", CoaOutcome.NAK: "naked",
+                     CoaOutcome.TIMEOUT: "timeout", CoaOutcome.ERROR: "error"}
+
+    async def send(targets: Sequence[SessionTarget]) -> Sequence[SendOutcome]:
+        async def one(t: SessionTarget) -> SendOutcome:
+            try:
+                target = CoaTarget(
+                    nas_name=t.nas, address=t.nas_address, secret=t.secret, vendor=t.vendor,
+                    port=port, session=SessionIds(acct_session_id=t.acct_session_id or None,
+                                                  user_name=t.user_name or None,
+                                                  calling_station_id=t.mac or None,
+                                                  nas_ip_address=ipaddress.ip_address(
+                                                      t.nas_address)))
+            except ValueError as exc:
+                log.warning("coa.bad_target", nas=t.nas, error=str(exc))
+                return SendOutcome(t.request_id, "error", str(exc)[:64], 0, None)
+            action = target.default_action if t.kind == "coa" else CoaAction.DISCONNECT
+            r = await sender.send(target, action)
+            return SendOutcome(t.request_id, outcome_names[r.outcome], r.error_cause_name,
+                               r.attempts, None if r.rtt is None else r.rtt * 1000)
+        return list(await asyncio.gather(*(one(t) for t in targets)))
+    return send

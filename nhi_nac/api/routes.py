@@ -16,6 +16,7 @@ from nhi_nac.bootstrap_tokens import create_bootstrap_token
 from nhi_nac.ca_service import CaService
 from nhi_nac.domain import IdentityRef, parse_scope
 from nhi_nac.durations import parse_duration
+from nhi_nac.enforcement import coa_status
 from nhi_nac.errors import InvalidInput, NotFound
 from nhi_nac.governance import Governance
 from nhi_nac.importer import import_identities, parse_import
@@ -352,6 +353,10 @@ async def revoke_identity_certificates(request: web.Request) -> web.Response:
     return _json({"revoked": revoked})
 
 
+async def list_coa(request: web.Request) -> web.Response:
+    return _json(await coa_status(request.app[INVENTORY].db, _int(request, "limit", 100)))
+
+
 _OWNER = {"email": "string", "name": "string", "team": "string"}
 _IDENTITY = {"kind": "string", "name": "string", "owner": "string", "scope": "object",
              "macs": "array", "parent": "string", "allow_mab": "boolean", "description": "string",
@@ -413,6 +418,8 @@ ROUTES: tuple[Route, ...] = (
           "Revoke a certificate (RFC 5280 reason)", ADMIN, {"reason": "string"}),
     Route("POST", _IDENT_PATH + "/revoke-certificates", revoke_identity_certificates,
           "Revoke every active certificate of an identity", ADMIN, {"reason": "string"}),
+    Route("GET", "/api/v1/coa", list_coa, "CoA/Disconnect requests and their answers",
+          READ_ROLES, query=("limit",)),
     Route("GET", "/api/v1/api-tokens", list_api_tokens, "List API tokens", ADMIN),
     Route("POST", "/api/v1/api-tokens", create_api_token, "Create an API token", ADMIN,
           {"name": "string", "role": "string"}, ok=201),
