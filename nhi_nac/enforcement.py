@@ -20,8 +20,8 @@ retransmission and per-NAS rate limits.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import datetime as dt
+import ipaddress
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
