@@ -128,8 +128,6 @@ class RadiusNode:
         cfg = self.config.radius
         await self.shell.start(cfg.listen, cfg.auth_port, cfg.acct_port)
         self._tasks.append(asyncio.create_task(self.directory.watch()))
-        log.info("radius.listening", sockets=[f"{b.host}:{b.port}/{b.service.value}"
-                                              for b in self.shell.bound])
 
     async def close(self) -> None:
         for task in self._tasks:
