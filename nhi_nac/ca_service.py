@@ -356,7 +356,7 @@ class CaService:
                                          Credential.status == "active")
             if serial is not None:
                 q = select(Credential).where(Credential.type == "certificate",
-                                             Credential.serial == serial.lower().lstrip("0x"))
+                                             Credential.serial == _norm_serial(serial))
             elif identity is not None:
                 row = await s.scalar(select(Identity).where(
                     Identity.kind == identity.kind.value, Identity.name == identity.name))
@@ -492,7 +492,8 @@ class CaService:
         async with self.inventory.db.read() as s:
             row = (await s.execute(select(Credential, Identity.kind, Identity.name).join(
                 Identity, Identity.id == Credential.identity_id).where(
-                Credential.serial == serial.lower(), Credential.type == "certificate"))).first()
+                Credential.serial == _norm_serial(serial),
+                Credential.type == "certificate"))).first()
         if row is None:
             raise NotFound(f"no certificate with serial {serial}")
         return _cert_view(row[0], f"{row[1]}/{row[2]}"), row[0].pem or ""
@@ -520,3 +521,9 @@ def _cert_view(c: Credential, ref: str) -> CertificateView:
                            c.not_before, c.expires_at, c.revoked_at, c.revocation_reason)
 
 
+
+
+def _norm_serial(text: str) -> str:
+    """Serials are stored as lower-case hex without leading zeros (``openssl`` prints them
+    with colons or a 0x prefix; accept those too)."""
+    return text.strip().lower().removeprefix("0x").replace(":", "").lstrip("0") or "0"
