@@ -168,6 +168,21 @@ def test_eap_tls_with_an_enrolled_device_certificate(service: Service, tmp_path:
                                 "AND decision = 'accept'").fetchall()
         time.sleep(0.2)
     assert [v for (v,) in rows] == [130, 130, 130]
+    # A new map is taken by the running server: the next EAP-TLS gets its VLAN.
+    current = json.loads(service.cli("--json", "segments", "show"))["text"]
+    new_map = tmp_path / "map.yaml"
+    new_map.write_text(current.replace("vlan: 130", "vlan: 131", 1))
+    service.cli("segments", "apply", str(new_map), "--yes")
+    time.sleep(1.5)
+    assert "SUCCESS" in eapol(service, creds, tmp_path)
+    deadline = time.monotonic() + 10
+    last: tuple[int] | None = None
+    while time.monotonic() < deadline and last != (131,):
+        with service.db() as conn:
+            last = conn.execute("SELECT vlan FROM admissions WHERE method = 'eap-tls' "
+                                "ORDER BY id DESC LIMIT 1").fetchone()
+        time.sleep(0.2)
+    assert last == (131,)
     service.cli("cert", "revoke", "--identity", "device/cam-7", "--reason", "keyCompromise")
     deadline = time.monotonic() + 10
     out = ""
