@@ -19,7 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.coa.test_hostapd import ROOT, STEP_TIMEOUT, Port, _preflight, _run, _stop, _wait_file
+from tests.coa.test_hostapd import (
+    ROOT,
+    STEP_TIMEOUT,
+    Port,
+    _preflight,
+    _run,
+    _stop,
+    _wait_file,
+    hostapd_config,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -91,29 +100,7 @@ def test_change_disconnects_the_live_session(tmp_path: Path, trigger: str) -> No
         fullchain = tmp_path / "fullchain.pem"
         fullchain.write_text((creds / "cert.pem").read_text() + (creds / "chain.pem").read_text())
         hostapd_conf = tmp_path / "hostapd.conf"
-        hostapd_conf.write_text(f"""interface={auth_if}
-driver=wired
-ctrl_interface={ctrl}
-logger_stdout=-1
-logger_stdout_level=1
-ieee8021x=1
-eapol_version=2
-use_pae_group_addr=1
-eap_reauth_period=0
-own_ip_addr=127.0.0.1
-nas_identifier={NAS_ID}
-auth_server_addr=127.0.0.1
-auth_server_port=1812
-auth_server_shared_secret={SECRET}
-acct_server_addr=127.0.0.1
-acct_server_port=1813
-acct_server_shared_secret={SECRET}
-radius_das_port=3799
-radius_das_client=127.0.0.1 {SECRET}
-radius_das_time_window=300
-radius_das_require_event_timestamp=1
-radius_das_require_message_authenticator=1
-""")
+        hostapd_conf.write_text(hostapd_config(auth_if, ctrl, SECRET, SECRET, NAS_ID))
         wpas_conf = tmp_path / "wpa_supplicant.conf"
         wpas_conf.write_text(f"""ctrl_interface={tmp_path / "wpas"}
 ap_scan=0

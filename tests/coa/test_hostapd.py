@@ -124,13 +124,11 @@ def _preflight() -> None:
         missing("creating network namespaces needs root")
 
 
-def _write_configs(tmp: Path, auth_if: str, supp_if: str, ctrl: Path) -> tuple[Path, Path]:
-    ca = make_ca("nhi coa test CA")
-    ca.write(tmp, "ca")
-    server_cert(ca).write(tmp, "server")
-    cert, key = issue(ca, "x", uris=("spiffe://nhi.example/device/x",)).write(tmp, "client")
-    hostapd = tmp / "hostapd.conf"
-    hostapd.write_text(f"""interface={auth_if}
+def hostapd_config(auth_if: str, ctrl: Path, radius_secret: str, das_secret: str,
+                   nas_identifier: str) -> str:
+    """A wired 802.1X authenticator that relays to RADIUS on 127.0.0.1:1812/1813 and is an
+    RFC 5176 Dynamic Authorization Server on 3799 for 127.0.0.1."""
+    return f"""interface={auth_if}
 driver=wired
 ctrl_interface={ctrl}
 logger_stdout=-1
@@ -140,19 +138,28 @@ eapol_version=2
 use_pae_group_addr=1
 eap_reauth_period=0
 own_ip_addr=127.0.0.1
-nas_identifier={NAS_IDENTIFIER}
+nas_identifier={nas_identifier}
 auth_server_addr=127.0.0.1
 auth_server_port=1812
-auth_server_shared_secret={RADIUS_SECRET}
+auth_server_shared_secret={radius_secret}
 acct_server_addr=127.0.0.1
 acct_server_port=1813
-acct_server_shared_secret={RADIUS_SECRET}
+acct_server_shared_secret={radius_secret}
 radius_das_port=3799
-radius_das_client=127.0.0.1 {DAS_SECRET}
+radius_das_client=127.0.0.1 {das_secret}
 radius_das_time_window=300
 radius_das_require_event_timestamp=1
 radius_das_require_message_authenticator=1
-""")
+"""
+
+
+def _write_configs(tmp: Path, auth_if: str, supp_if: str, ctrl: Path) -> tuple[Path, Path]:
+    ca = make_ca("nhi coa test CA")
+    ca.write(tmp, "ca")
+    server_cert(ca).write(tmp, "server")
+    cert, key = issue(ca, "x", uris=("spiffe://nhi.example/device/x",)).write(tmp, "client")
+    hostapd = tmp / "hostapd.conf"
+    hostapd.write_text(hostapd_config(auth_if, ctrl, RADIUS_SECRET, DAS_SECRET, NAS_IDENTIFIER))
     supplicant = tmp / "wpa_supplicant.conf"
     supplicant.write_text(f"""ctrl_interface={tmp / "wpas"}
 ap_scan=0
