@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# bench/ca: certificates issued per second through the HTTP enrollment endpoint and server CPU
+# per certificate, nhi-nac vs CloudFlare CFSSL (Debian golang-cfssl), at the same concurrency,
+# in one run; plus CRL build time with 100,000 revoked entries and OCSP responses per second.
+#
+#   bench/ca.sh                      (about 1-2 minutes on 2 vCPUs)
+#
+# CFSSL: ../shared/bench/ca/run_cfssl_peer.sh N C PORT (cfssl serve, fresh P-256 CA, loopback,
+#   http_sign_load.py: closed loop, C keep-alive connections, one fixed CSR body).
+# nhi-nac: a real `nhi-nac serve` process with a temporary data dir (SQLite, P-256 CA), one
+#   workload identity per enrollment (`nhi-nac import`), one single-use bootstrap token and a
+#   fresh P-256 key/CSR each (bench/ca/prepare.py, in-process, before the server starts),
+#   driven by bench/ca/load.py: the same closed-loop method, one body per request,
+#   POST /pki/v1/enroll -> 201. WARM enrollments first (not counted). The two servers are
+#   measured alternately, ROUNDS times each; the summary takes medians.
+# Server CPU = utime+stime of the server PID (/proc/PID/stat) over the load, / certificates.
+# OCSP: POST /pki/v1/ocsp, DER requests with nonce for an issued certificate, concurrency OCSP_C.
+# CRL: bench/ca/crl.py with the server stopped: pki.build_crl on CRL_N entries with the
+#   service's issuing CA, then the service path (CRL_N revoked rows in the DB, `revoke` one).
+#
+# Env knobs (defaults): N=2000 C=8 ROUNDS=3 WARM=200 OCSP_N=5000 OCSP_C=8 CRL_N=100000
+#   CRL_REPS=3 PEER=/work/shared/bench/ca  KEEP=1 keeps the work dir
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+PEER=${PEER:-/work/shared/bench/ca}
+NHI=${NHI:-$REPO/.venv/bin/nhi-nac}
+PY=${PY:-$REPO/.venv/bin/python}
+N=${N:-2000}; C=${C:-8}; ROUNDS=${ROUNDS:-3}; WARM=${WARM:-200}
+OCSP_N=${OCSP_N:-5000}; OCSP_C=${OCSP_C:-8}; CRL_N=${CRL_N:-100000}; CRL_REPS=${CRL_REPS:-3}
+
+for b in cfssl curl python3 openssl ss; do
+  command -v $b >/dev/null || { echo "missing $b: apt-get install -y golang-cfssl curl openssl iproute2" >&2; exit 2; }
+done
+[ -x "$NHI" ] || { echo "missing $NHI (make test / pip install -e .)" >&2; exit 2; }
+
+WORK=$(mktemp -d /tmp/nhi-ca-bench.XXXXXX)
+NHI_PID=
+stop_nhi() {
+  if [ -n "$NHI_PID" ] && kill -0 "$NHI_PID" 2>/dev/null; then
+    kill "$NHI_PID"
+    for _ in $(seq 100); do kill -0 "$NHI_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$NHI_PID" 2>/dev/null && kill -9 "$NHI_PID"
+    wait "$NHI_PID" 2>/dev/null || true
+  fi
+  NHI_PID=
+}
+cleanup() { stop_nhi; [ "${KEEP:-0}" = 1 ] && echo "work dir kept: $WORK" || rm -rf "$WORK"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { # a port free for TCP and UDP, $1 consecutive
+  local n=$1 base p ok
+  for _ in $(seq 50); do
+    base=$((20000 + RANDOM % 30000)); ok=1
+    for ((p = base; p < base + n; p++)); do
+      ! ss -Htuln "sport = :$p" | grep -q . || { ok=0; break; }
+    done
+    [ $ok = 1 ] && { echo $base; return; }
+  done
+  echo "no free ports" >&2; exit 2
+}
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+echo "# bench/ca $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname): $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')"
+echo "# cfssl $(cfssl version 2>/dev/null | sed -n 's/^Version: //p') (Debian golang-cfssl $(dpkg-query -W -f '${Version}' golang-cfssl 2>/dev/null)); nhi-nac $("$PY" -c 'import importlib.metadata as m; print(m.version("nhi-nac"))') (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet 2>/dev/null || echo '+dirty')); $("$PY" -c 'import cryptography, aiohttp, sys; print("Python", sys.version.split()[0], "cryptography", cryptography.__version__, "aiohttp", aiohttp.__version__)')"
+echo "# enrollment: N=$N per round, C=$C, ROUNDS=$ROUNDS alternating (nhi-nac WARM=$WARM first); OCSP N=$OCSP_N C=$OCSP_C; CRL $CRL_N entries"
+
+# ---------------------------------------------------------------- nhi-nac set-up
+P=$(free_port 3)
+export NHI_NAC_DATA_DIR=$WORK/data NHI_NAC_API_LISTEN=127.0.0.1:$P \
+  NHI_NAC_RADIUS_AUTH_PORT=$((P + 1)) NHI_NAC_RADIUS_ACCT_PORT=$((P + 2)) \
+  NHI_NAC_RADIUS_LISTEN='["127.0.0.1"]' NHI_NAC_LOG_FORMAT=json NHI_NAC_LOG_LEVEL=info
+unset NHI_NAC_CONFIG
+TOTAL=$((WARM + ROUNDS * N))
+t0=$(date +%s.%N)
+"$NHI" init > "$WORK/init.log"
+"$NHI" owner add bench@example.com --name "Bench Owner" --team bench > /dev/null
+{ echo kind,name,owner; for ((i = 0; i < TOTAL; i++)); do echo "workload,w-$i,bench@example.com"; done; } > "$WORK/ids.csv"
+"$NHI" import "$WORK/ids.csv" > "$WORK/import.log"
+"$PY" "$HERE/ca/prepare.py" w "$TOTAL" "$WORK/bodies.jsonl" 2> "$WORK/prepare.log"
+echo "# set-up: $TOTAL workload identities imported, tokens minted, P-256 CSRs built in $(printf '%.0f' "$(echo "$(date +%s.%N) - $t0" | bc)") s ($(cat "$WORK/prepare.log"))"
+
+"$NHI" serve > "$WORK/serve.log" 2>&1 &
+NHI_PID=$!
+for _ in $(seq 150); do curl -sf -o /dev/null "http://127.0.0.1:$P/pki/v1/ca.pem" && break; sleep 0.1; done
+curl -sf -o /dev/null "http://127.0.0.1:$P/pki/v1/ca.pem" || { echo "nhi-nac did not start:" >&2; tail -5 "$WORK/serve.log" >&2; exit 1; }
+URL=http://127.0.0.1:$P/pki/v1/enroll
+echo "nhi-nac  warm-up  $("$PY" "$HERE/ca/load.py" enroll "$WARM" "$C" "$URL" "$WORK/bodies.jsonl" --pid $NHI_PID --save-cert "$WORK/leaf.pem")"
+
+# ---------------------------------------------------------------- enrollment, alternating
+declare -a CF_RATE CF_CPU NH_RATE NH_CPU CF_P50 CF_P99 NH_P50 NH_P99
+for ((r = 1; r <= ROUNDS; r++)); do
+  # run_cfssl_peer.sh exits 143 after printing (its EXIT trap's `wait` on the killed cfssl
+  # under set -e), so judge it by its output line.
+  # Its trap then never reaches `rm -rf`, so remove the work folder it left (new since before).
+  before=$(ls -d /tmp/cfssl-peer.* 2>/dev/null || true)
+  out=$(bash "$PEER/run_cfssl_peer.sh" "$N" "$C" "$(free_port 1)" || true)
+  for d in $(ls -d /tmp/cfssl-peer.* 2>/dev/null || true); do
+    grep -qxF "$d" <<<"$before" || { [ -f "$d/serve.log" ] && rm -rf "$d"; }
+  done
+  [[ $out == *server_cpu_us_per_cert=* ]] || { echo "cfssl peer failed: $out" >&2; exit 1; }
+  echo "cfssl    round $r  $out"
+  CF_RATE+=("$(field rate "$out")"); CF_CPU+=("$(field server_cpu_us_per_cert "$out")")
+  CF_P50+=("$(field p50 "$out")"); CF_P99+=("$(field p99 "$out")")
+  out=$("$PY" "$HERE/ca/load.py" enroll "$N" "$C" "$URL" "$WORK/bodies.jsonl" --pid $NHI_PID --skip $((WARM + (r - 1) * N)))
+  echo "nhi-nac  round $r  $out"
+  NH_RATE+=("$(field rate "$out")"); NH_CPU+=("$(field server_cpu_us_per_cert "$out")")
+  NH_P50+=("$(field p50 "$out")"); NH_P99+=("$(field p99 "$out")")
+done
+
+# ---------------------------------------------------------------- OCSP
+ocsp=$("$PY" "$HERE/ca/load.py" ocsp "$OCSP_N" "$OCSP_C" "http://127.0.0.1:$P/pki/v1/ocsp" \
+  --cert "$WORK/leaf.pem" --issuer "$NHI_NAC_DATA_DIR/ca/issuing.pem" --pid $NHI_PID)
+echo "nhi-nac  OCSP     $ocsp"
+echo "# nhi-nac error log lines during the load: $(grep -c "\"level\": *\"error\"" "$WORK/serve.log" || true)"
+stop_nhi
+
+# ---------------------------------------------------------------- CRL
+SERIAL=$(openssl x509 -in "$WORK/leaf.pem" -noout -serial | cut -d= -f2)
+"$PY" "$HERE/ca/crl.py" "$CRL_N" "$CRL_REPS" "$SERIAL" | sed 's/^/nhi-nac  /'
+
+# ---------------------------------------------------------------- summary
+cr=$(median "${CF_RATE[@]}"); cc=$(median "${CF_CPU[@]}"); nr=$(median "${NH_RATE[@]}"); nc=$(median "${NH_CPU[@]}")
+echo
+echo "== summary (medians of $ROUNDS rounds, N=$N, concurrency $C) =="
+printf '%-8s %9s %18s %9s %9s\n' server "certs/s" "server CPU µs/cert" "p50 ms" "p99 ms"
+printf '%-8s %9s %18s %9s %9s\n' cfssl "$cr" "$cc" "$(median "${CF_P50[@]}")" "$(median "${CF_P99[@]}")"
+printf '%-8s %9s %18s %9s %9s\n' nhi-nac "$nr" "$nc" "$(median "${NH_P50[@]}")" "$(median "${NH_P99[@]}")"
+python3 -c "print(f'ratios nhi-nac/cfssl: rate {$nr/$cr:.2f}x (target >= 1), server CPU per cert {$nc/$cc:.2f}x (target <= 1)')"
+echo "OCSP (nhi-nac, concurrency $OCSP_C): $(field rate "$ocsp") responses/s, $(field server_cpu_us_per_resp "$ocsp") µs server CPU per response"

@@ -1,0 +1,83 @@
+"""bench/ca helper: CRL build time with ENTRIES revoked certificates, in-process.
+
+Usage (same NHI_NAC_* environment as the server; run with the server stopped):
+    .venv/bin/python bench/ca/crl.py [ENTRIES=100000] [REPS=3] [REVOKE_SERIAL]
+
+1. ``pki.build_crl`` with the service's own issuing CA (P-256) on ENTRIES entries
+   (random 128-bit serials, reasons: 1 in 10 keyCompromise, else unspecified), REPS times;
+2. the service path: ENTRIES revoked certificate rows are bulk-inserted into the
+   database, then ``CaService.revoke(serial=REVOKE_SERIAL)`` (what ``nhi-nac cert revoke``
+   and the API run: mark revoked, then re-sign the CRL from the database) and
+   ``CaService.publish_crl()`` are timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import secrets
+import statistics
+import sys
+import time
+
+from cryptography import x509
+from sqlalchemy import insert, select
+
+from nhi_nac.app import build
+from nhi_nac.config import load_config
+from nhi_nac.storage.models import Credential, Identity
+from pki import RevokedEntry, build_crl
+
+REASONS = [x509.ReasonFlags.key_compromise] + [x509.ReasonFlags.unspecified] * 9
+
+
+async def main(entries: int, reps: int, serial: str | None) -> None:
+    config = load_config(None)
+    s = build(config)
+    try:
+        await s.db.check_schema()
+        ca = s.ca._issuer().ca
+        now = dt.datetime.now(dt.UTC)
+        revoked = [RevokedEntry(secrets.randbits(127) | 1 << 126,
+                                now - dt.timedelta(seconds=i), REASONS[i % 10])
+                   for i in range(entries)]
+        times = []
+        for rep in range(reps):
+            t = time.perf_counter()
+            crl = build_crl(ca, revoked, number=rep + 1, now=now)
+            times.append(time.perf_counter() - t)
+        print(f"crl_build_inprocess entries={crl.entries} "
+              f"median={statistics.median(times):.2f}s "
+              f"runs={'/'.join(f'{x:.2f}' for x in times)}s der={len(crl.der) / 1e6:.1f}MB "
+              f"pem={len(crl.pem) / 1e6:.1f}MB")
+        if serial is None:
+            return
+        async with s.inventory.db.transaction() as ses:
+            ident_id = await ses.scalar(select(Identity.id).limit(1))
+            t = time.perf_counter()
+            rows = [dict(identity_id=ident_id, type="certificate", serial=format(e.serial, "x"),
+                         fingerprint=secrets.token_hex(32), key_fingerprint=secrets.token_hex(32),
+                         profile="workload", status="revoked", created_at=now,
+                         last_rotated_at=None, not_before=now, expires_at=now,
+                         revoked_at=e.revoked_at, revocation_reason=e.reason.value, pem=None)
+                    for e in revoked]
+            for i in range(0, len(rows), 5000):
+                await ses.execute(insert(Credential), rows[i:i + 5000])
+        ins = time.perf_counter() - t
+        t = time.perf_counter()
+        done = await s.ca.revoke(serial=serial, reason="keyCompromise", actor="bench/ca")
+        rev = time.perf_counter() - t
+        t = time.perf_counter()
+        crl = await s.ca.publish_crl()
+        pub = time.perf_counter() - t
+        print(f"crl_service (rows inserted in {ins:.1f}s): revoke 1 cert with {entries} already "
+              f"revoked (re-signs CRL) {rev:.2f}s; publish_crl {pub:.2f}s "
+              f"entries={crl.entries} der={len(crl.der) / 1e6:.1f}MB revoked={done}")
+    finally:
+        await s.close()
+
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    asyncio.run(main(int(argv[0]) if argv else 100_000, int(argv[1]) if len(argv) > 1 else 3,
+                     argv[2] if len(argv) > 2 else None))

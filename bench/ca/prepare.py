@@ -1,0 +1,52 @@
+"""bench/ca helper: mint bootstrap tokens in-process and write enrollment request bodies.
+
+Usage (with the same NHI_NAC_* environment as the server, server may be stopped):
+    .venv/bin/python bench/ca/prepare.py PREFIX COUNT OUT.jsonl
+
+For identities workload/PREFIX-0 .. PREFIX-(COUNT-1) (created beforehand with
+``nhi-nac import``), mints one single-use token each with
+``nhi_nac.bootstrap_tokens.create_bootstrap_token`` against the configured database,
+generates a fresh P-256 key per identity and writes one JSON body per line:
+{"token": T, "csr": "<PEM with SAN spiffe://<td>/workload/NAME>"}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import sys
+import time
+
+from nhi_nac.app import build
+from nhi_nac.bootstrap_tokens import create_bootstrap_token
+from nhi_nac.config import load_config
+from nhi_nac.domain import IdentityRef
+from pki import build_csr, generate_private_key
+
+
+async def main(prefix: str, count: int, out: str) -> None:
+    config = load_config(None)
+    services = build(config)
+    td = config.ca.trust_domain
+    t0 = time.perf_counter()
+    try:
+        await services.db.check_schema()
+        with open(out, "w") as f:
+            for i in range(count):
+                name = f"{prefix}-{i}"
+                token, _ = await create_bootstrap_token(
+                    services.inventory, IdentityRef.parse(f"workload/{name}"),
+                    dt.timedelta(hours=1), actor="bench/ca")
+                key = generate_private_key("p256")
+                csr = build_csr(key, f"spiffe://{td}/workload/{name}").decode()
+                f.write(json.dumps({"token": token, "csr": csr}) + "\n")
+    finally:
+        await services.close()
+    took = time.perf_counter() - t0
+    print(f"prepared {count} tokens+CSRs in {took:.1f}s ({took / count * 1e3:.2f} ms each)",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
