@@ -22,7 +22,11 @@ def test_units_verify(tmp_path: Path) -> None:
     p = subprocess.run([analyze, "verify", "--man=no", *units], capture_output=True, text=True,
                        timeout=60, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
-    assert p.stderr.strip() == "", p.stderr
+    # verify also loads the machine's own units (e.g. Debian's freeradius.service warns
+    # about MemoryLimit=); only what it says about ours counts.
+    ours = [line for line in p.stderr.splitlines()
+            if any(line.startswith(u) or Path(u).name in line for u in units)]
+    assert ours == [], p.stderr
 
 
 def test_service_is_hardened() -> None:
