@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from nhi_nac.agents import AgentService
 from nhi_nac.api.server import make_app
 from nhi_nac.ca_service import CaService
 from nhi_nac.coa.sender import CoaSender
@@ -42,6 +43,7 @@ class Services:
     governance: Governance
     segments: SegmentService
     ca: CaService
+    agents: AgentService
 
     async def close(self) -> None:
         await self.db.close()
@@ -51,9 +53,10 @@ def build(config: Config) -> Services:
     db = Database(config.effective_database_url)
     inventory = Inventory(db, utcnow)
     segments = SegmentService(inventory)
+    ca = CaService(inventory, config)
     return Services(config, db, inventory, EventRelay(db, utcnow),
-                    Governance(inventory, config.governance, segments.vlan_of), segments,
-                    CaService(inventory, config))
+                    Governance(inventory, config.governance, segments.vlan_of, config.agents),
+                    segments, ca, AgentService(inventory, ca, config.agents))
 
 
 def ensure_data_dir(config: Config) -> None:
@@ -97,9 +100,11 @@ async def _keep_segments_fresh(service: SegmentService, radius: RadiusNode) -> N
     while True:
         await asyncio.sleep(SEGMENT_REFRESH_SECONDS)
         try:
-            if await service.refresh():
-                radius.on_segments_changed()
+            changed = await service.refresh()
+            if changed:
                 log.info("segments.reloaded", version=service.version)
+            if await service.refresh_overlays() or changed:
+                radius.on_segments_changed()
         except Exception:  # noqa: BLE001 - the current map stays in force
             log.warning("segments.refresh_failed", exc_info=True)
 
@@ -117,6 +122,30 @@ async def _keep_ca_fresh(ca: CaService) -> None:
             log.warning("ca.refresh_failed", exc_info=True)
 
 
+#: Seconds between ends of expired grants, and between behavioural scans.
+GRANT_EXPIRY_SECONDS = 1.0
+BEHAVIOUR_SCAN_SECONDS = 2.0
+
+
+async def _govern_agents(agents: AgentService, governance: Governance) -> None:
+    """End grants on time; run the behavioural rules every few seconds."""
+    loop = asyncio.get_running_loop()
+    next_scan = loop.time()
+    while True:
+        await asyncio.sleep(GRANT_EXPIRY_SECONDS)
+        try:
+            for grant in await agents.expire_due():
+                log.info("agent.grant_ended", grant=grant.id, identity=grant.identity,
+                         status=grant.status)
+            if loop.time() >= next_scan:
+                next_scan = loop.time() + BEHAVIOUR_SCAN_SECONDS
+                result = await governance.scan(behaviour_only=True)
+                if result.opened:
+                    log.warning("governance.behaviour", opened=list(result.opened))
+        except Exception:  # noqa: BLE001 - try again on the next tick
+            log.warning("agents.govern_failed", exc_info=True)
+
+
 async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     """Run RADIUS and the API until SIGTERM/SIGINT or ``stop``."""
     services = build(config)
@@ -127,6 +156,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     await services.segments.refresh()
+    await services.segments.refresh_overlays()
     services.ca.load()
     services.ca.issue_service_certificates(services.inventory.clock())
     radius = RadiusNode(config, services.db, services.segments)
@@ -134,7 +164,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     registry.register(RadiusMetrics(radius.server, radius.directory, radius.shell))
     app = make_app(services.inventory, config.api.max_body, registry=registry,
                    governance=services.governance, segment_service=services.segments,
-                   ca=services.ca)
+                   ca=services.ca, agents=services.agents)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = config.api_host_port
@@ -146,9 +176,18 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     relay_task = asyncio.create_task(services.relay.run())
     refresh_task = asyncio.create_task(_keep_segments_fresh(services.segments, radius))
     ca_task = asyncio.create_task(_keep_ca_fresh(services.ca))
-    enforcer = Enforcer(services.db, coa_sender(CoaSender(), config.radius.coa_port), utcnow)
+    async def prepare() -> None:
+        # What a re-authentication after CoA will ask must be in memory first.
+        changed = await services.segments.refresh()
+        if await services.segments.refresh_overlays() or changed:
+            radius.on_segments_changed()
+        await radius.directory.check_for_changes()
+
+    enforcer = Enforcer(services.db, coa_sender(CoaSender(), config.radius.coa_port), utcnow,
+                        prepare)
     await enforcer.start()
-    tasks = [relay_task, refresh_task, ca_task]
+    agents_task = asyncio.create_task(_govern_agents(services.agents, services.governance))
+    tasks = [relay_task, refresh_task, ca_task, agents_task]
     if config.radius.coa_enabled:
         tasks.append(asyncio.create_task(enforcer.run()))
     try:

@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nhi_nac import apitokens
+from nhi_nac import agent_client, apitokens
+from nhi_nac.agents import GRANT_STATES, parse_label
 from nhi_nac.app import Services, build, initialise, serve
 from nhi_nac.bootstrap_tokens import create_bootstrap_token
 from nhi_nac.config import Config, load_config
@@ -399,25 +400,100 @@ async def cmd_cert_show(a: argparse.Namespace, s: Services) -> int:
 async def cmd_cert_revoke(a: argparse.Namespace, s: Services) -> int:
     if bool(a.serial) == bool(a.identity):
         raise NhiError("give a SERIAL or --identity KIND/NAME")
-    revoked = await s.ca.revoke(serial=a.serial,
-                                identity=IdentityRef.parse(a.identity) if a.identity else None,
-                                reason=a.reason, actor=_actor())
+    if a.identity:
+        # An identity's certificates and every descendant's, in one transaction.
+        revoked = await s.inventory.revoke_certificates(IdentityRef.parse(a.identity),
+                                                        a.reason, actor=_actor())
+        await s.ca.publish_crl()
+    else:
+        revoked = await s.ca.revoke(serial=a.serial, reason=a.reason, actor=_actor())
     _emit(a, {"revoked": revoked}, lambda: f"revoked {len(revoked)} certificate(s); "
           "CRL re-signed")
     return 0
 
 
 async def cmd_agent_tree(a: argparse.Namespace, s: Services) -> int:
-    family = await s.inventory.family(IdentityRef.parse(a.ref))
+    ref = IdentityRef.parse(a.ref)
+    family = await s.inventory.family(ref)
+    nodes = {n.identity: n for n in await s.agents.tree(ref)}
 
     def line(depth: int, v: IdentityView) -> str:
-        certs = [c for c in v.credentials if c.type == "certificate" and c.status == "active"]
-        until = max((c.expires_at for c in certs if c.expires_at), default=None)
+        n = nodes.get(v.ref)
+        until = n.certificate_not_after if n else None
         life = f" cert until {until.isoformat(timespec='minutes')}" if until else ""
+        extra = ""
+        if n and n.ceiling:
+            extra += " ceiling " + ",".join(f"{k}={'|'.join(vs)}" for k, vs in n.ceiling.items())
+        if n and n.grants:
+            extra += " grants " + "; ".join(n.grants)
+        if n and n.quarantined:
+            extra += " QUARANTINED"
         return (f"{'  ' * depth}{'└─ ' if depth else ''}{v.ref} [{v.status}] "
-                f"owner {v.owner} scope {format_scope(v.scope) or '-'}{life}")
-    _emit(a, [{"depth": d, **to_json(v)} for d, v in family],
+                f"owner {v.owner} scope {format_scope(v.scope) or '-'}{life}{extra}")
+    _emit(a, [{"depth": d, **to_json(v), **{k: to_json(getattr(nodes[v.ref], k))
+                                            for k in ("ceiling", "grants", "quarantined")
+                                            if v.ref in nodes}} for d, v in family],
           lambda: "\n".join(line(d, v) for d, v in family))
+    return 0
+
+
+async def cmd_agent_ceiling(a: argparse.Namespace, s: Services) -> int:
+    ceiling: dict[str, list[str]] = {}
+    for item in a.labels:
+        key, value = parse_label(item)
+        ceiling.setdefault(key, []).append(value)
+    done = await s.agents.set_ceiling(IdentityRef.parse(a.ref), ceiling, actor=_actor())
+    _emit(a, {"identity": a.ref, "ceiling": done},
+          lambda: f"ceiling of {a.ref}: " + (", ".join(
+              f"{k}={'|'.join(v)}" for k, v in done.items()) or "none (every grant asks)"))
+    return 0
+
+
+async def cmd_agent_grants(a: argparse.Namespace, s: Services) -> int:
+    rows = await s.agents.grants(IdentityRef.parse(a.identity) if a.identity else None,
+                                 a.status)
+    _emit(a, rows, lambda: _table(
+        [(g.id, g.identity, g.label, g.status, f"{g.duration_seconds}s",
+          g.expires_at.isoformat(timespec="seconds") if g.expires_at else None,
+          g.decided_by, g.reason) for g in rows],
+        ("id", "identity", "label", "status", "for", "expires", "by", "reason")))
+    return 0
+
+
+def _decide_cmd(approve: bool) -> Callable[[argparse.Namespace, Services], Awaitable[int]]:
+    async def cmd(a: argparse.Namespace, s: Services) -> int:
+        g = await s.agents.decide(a.id, approve, actor=_actor())
+        _emit(a, g, lambda: f"grant {g.id} ({g.identity} {g.label}) is {g.status}"
+              + (f" until {g.expires_at.isoformat(timespec='seconds')}" if g.expires_at
+                 else ""))
+        return 0
+    return cmd
+
+
+async def cmd_identity_quarantine(a: argparse.Namespace, s: Services) -> int:
+    done = await s.inventory.quarantine(IdentityRef.parse(a.ref), a.reason, actor=_actor())
+    _emit(a, {"quarantined": done}, lambda: f"quarantined: {', '.join(done) or 'nothing new'}")
+    return 0
+
+
+async def cmd_identity_release(a: argparse.Namespace, s: Services) -> int:
+    done = await s.inventory.release(IdentityRef.parse(a.ref), actor=_actor())
+    _emit(a, {"released": done}, lambda: f"released: {', '.join(done)}")
+    return 0
+
+
+def _agent_client(a: argparse.Namespace) -> int:
+    if a.sub == "request":
+        answer = agent_client.request_grant(a.server, a.dir, a.label, a.duration, a.ca_file)
+        _emit(a, answer, lambda: f"grant {answer['id']} {answer['label']}: {answer['status']}"
+              f" ({answer['reason']})")
+        return 0
+    scope = parse_scope(a.scope)
+    answer = agent_client.spawn(a.server, a.dir, a.name, scope, a.out, a.lifetime,
+                                a.key_type, a.ca_file)
+    _emit(a, answer, lambda: f"spawned {answer['child']} under {answer['parent']}: "
+          f"certificate {answer['bundle']['serial']} until "
+          f"{answer['bundle']['not_after']} in {a.out}")
     return 0
 
 
@@ -503,10 +579,13 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--limit", type=int, default=1000)
     i.set_defaults(fn=cmd_identity_list)
     for name, fn in (("show", cmd_identity_show), ("suspend", _status_cmd("suspended")),
-                     ("retire", _status_cmd("retired")), ("reactivate", _status_cmd("active"))):
+                     ("retire", _status_cmd("retired")), ("reactivate", _status_cmd("active")),
+                     ("quarantine", cmd_identity_quarantine),
+                     ("release", cmd_identity_release)):
         i = ident.add_parser(name, parents=[common])
         i.add_argument("ref", metavar="KIND/NAME")
         i.set_defaults(fn=fn)
+    ident.choices["quarantine"].add_argument("--reason", default="quarantined by an admin")
 
     nas = sub.add_parser("nas", help="RADIUS clients").add_subparsers(dest="sub", required=True)
     n = nas.add_parser("add", parents=[common])
@@ -635,6 +714,36 @@ def build_parser() -> argparse.ArgumentParser:
     g = agent.add_parser("tree", parents=[common], help="an identity and its descendants")
     g.add_argument("ref", metavar="KIND/NAME")
     g.set_defaults(fn=cmd_agent_tree)
+    g = agent.add_parser("ceiling", parents=[common],
+                         help="set the owner-approved ceiling (no labels: clear it)")
+    g.add_argument("ref", metavar="KIND/NAME")
+    g.add_argument("labels", nargs="*", metavar="KEY=VALUE",
+                   help="allowed label values; repeat a key for several values")
+    g.set_defaults(fn=cmd_agent_ceiling)
+    g = agent.add_parser("grants", parents=[common], help="dynamic grants")
+    g.add_argument("--identity", metavar="KIND/NAME")
+    g.add_argument("--status", choices=GRANT_STATES)
+    g.set_defaults(fn=cmd_agent_grants)
+    for name, approve in (("approve", True), ("deny", False)):
+        g = agent.add_parser(name, parents=[common], help=f"{name} a pending grant")
+        g.add_argument("id", type=int)
+        g.set_defaults(fn=_decide_cmd(approve))
+    g = agent.add_parser("request", parents=[common],
+                         help="(agent side) ask for a time-boxed scope label")
+    g.add_argument("label", metavar="KEY=VALUE")
+    g.add_argument("--for", dest="duration", required=True, help="how long, e.g. 30m")
+    g = agent.add_parser("spawn", parents=[common], help="(agent side) create a sub-agent")
+    g.add_argument("--name", required=True)
+    g.add_argument("--scope", action="append", default=[], metavar="K=V")
+    g.add_argument("--out", required=True, help="directory for the child's key and cert")
+    g.add_argument("--lifetime", help="child certificate lifetime (<= the parent's)")
+    g.add_argument("--key-type", default="p256", choices=["p256", "p384", "ed25519",
+                                                          "rsa3072"])
+    for g in (agent.choices["request"], agent.choices["spawn"]):
+        g.add_argument("--server", required=True, help="base URL of the nhi-nac API")
+        g.add_argument("--dir", required=True,
+                       help="the agent's enrollment directory (key.pem, cert.pem)")
+        g.add_argument("--ca-file", help="CA bundle to trust for an https:// server")
 
     rep = sub.add_parser("report", help="reports").add_subparsers(dest="sub", required=True)
     r = rep.add_parser("compliance", parents=[common])
@@ -699,6 +808,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "enroll":
             return _enroll(args)
+        if args.command == "agent" and args.sub in ("request", "spawn"):
+            return _agent_client(args)
         if args.command == "config":
             print(json.dumps(to_json(config), indent=2))
             return 0

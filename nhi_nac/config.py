@@ -25,10 +25,14 @@ from nhi_nac.errors import ConfigError
 
 ENV_PREFIX = "NHI_NAC_"
 #: Actions each finding type may take (an unmanaged MAC has no identity to suspend).
+_ON_IDENTITY = ("notify", "suspend", "quarantine", "revoke")
 GOVERNANCE_ACTIONS_FOR = {
-    "orphaned": ("notify", "suspend"), "expired_active": ("notify", "suspend"),
-    "stale_credential": ("notify", "suspend"), "sprawl": ("notify", "suspend"),
-    "unused": ("notify", "suspend"), "unmanaged": ("notify",), "drift": ("notify", "suspend"),
+    "orphaned": _ON_IDENTITY, "expired_active": _ON_IDENTITY,
+    "stale_credential": _ON_IDENTITY, "sprawl": _ON_IDENTITY,
+    "unused": _ON_IDENTITY, "unmanaged": ("notify",), "drift": _ON_IDENTITY,
+    # Behavioural findings (AI agents): what a valid credential alone cannot show.
+    "new_site": _ON_IDENTITY, "burst": _ON_IDENTITY, "fan_out": _ON_IDENTITY,
+    "sequence": _ON_IDENTITY,
 }
 _TRUST_DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 CONFIG_ENV = "NHI_NAC_CONFIG"
@@ -90,11 +94,36 @@ class GovernanceConfig:
     unused_days: int = 30
     #: More active credentials than this on one identity is sprawl (2 allows a rotation).
     max_active_credentials: int = 2
-    #: What a newly opened finding triggers besides its event: "notify" (event only) or
-    #: "suspend" (the identity is suspended, audited as actor "governance").
+    #: What a newly opened finding triggers besides its event: "notify" (event only),
+    #: "suspend" (the identity is suspended), "quarantine" (the identity is put on the
+    #: segment map's fallback segment and its sessions re-authenticated by CoA) or
+    #: "revoke" (its certificates are revoked, its sessions disconnected). Every action
+    #: is audited as actor "governance".
     actions: dict[str, str] = field(default_factory=lambda: {
         "orphaned": "notify", "expired_active": "suspend", "stale_credential": "notify",
-        "sprawl": "notify", "unused": "notify", "unmanaged": "notify", "drift": "notify"})
+        "sprawl": "notify", "unused": "notify", "unmanaged": "notify", "drift": "notify",
+        "new_site": "quarantine", "burst": "quarantine", "fan_out": "quarantine",
+        "sequence": "quarantine"})
+
+
+@dataclass(frozen=True)
+class AgentsConfig:
+    """AI agents: dynamic grants and behavioural rules."""
+
+    #: Longest grant an agent may ask for (a grant always ends by itself).
+    max_grant: str = "8h"
+    #: A grant outside the ceiling waits this long for its owner, then times out.
+    pending_timeout: str = "15m"
+    #: Behavioural rules look at this much recent activity ...
+    window: str = "10m"
+    #: ... against a baseline of this much history before it.
+    baseline: str = "7d"
+    #: Access requests (grant requests and RADIUS authentications) within one window
+    #: above which an agent is bursting, and at least this many times its baseline rate.
+    burst_requests: int = 30
+    burst_factor: int = 5
+    #: Sub-agents spawned within one window above which fan-out is flagged.
+    fan_out_children: int = 5
 
 
 @dataclass(frozen=True)
@@ -107,6 +136,7 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     log: LogConfig = field(default_factory=LogConfig)
     governance: GovernanceConfig = field(default_factory=GovernanceConfig)
+    agents: AgentsConfig = field(default_factory=AgentsConfig)
 
     @property
     def data_path(self) -> Path:
@@ -131,6 +161,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "mqtt": MqttConfig,
     "log": LogConfig,
     "governance": GovernanceConfig,
+    "agents": AgentsConfig,
 }
 
 
@@ -304,6 +335,17 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("governance.unused_days", "must be 1-3650 days")
     if not 1 <= cfg.governance.max_active_credentials <= 100:
         raise ConfigError("governance.max_active_credentials", "must be 1-100")
+    from nhi_nac.durations import parse_duration
+    from nhi_nac.errors import InvalidInput
+
+    for key in ("max_grant", "pending_timeout", "window", "baseline"):
+        try:
+            parse_duration(getattr(cfg.agents, key))
+        except InvalidInput as exc:
+            raise ConfigError(f"agents.{key}", str(exc)) from None
+    for key in ("burst_requests", "burst_factor", "fan_out_children"):
+        if not 1 <= getattr(cfg.agents, key) <= 100_000:
+            raise ConfigError(f"agents.{key}", "must be 1-100000")
     if cfg.log.level not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level", "must be debug, info, warning or error")
     return cfg

@@ -6,7 +6,10 @@ node is seen alike) and, for every event that changes what an identity may have 
 - ``segments.applied`` (the identities that move),
 - ``identity.suspended`` / ``identity.retired``,
 - ``certificate.revoked``,
-- ``owner.departed`` (the identities left orphaned) —
+- ``owner.departed`` (the identities left orphaned),
+- ``identity.quarantined`` / ``identity.released``,
+- ``agent.grant.approved`` / ``agent.grant.expired`` (an agent's scope widened or
+  narrowed back) —
 
 sends each of the identity's active sessions (known from accounting) a
 Disconnect-Request, or, where the NAS vendor supports it and only the segment changed,
@@ -90,15 +93,22 @@ def affected(event_type: str, payload: dict[str, Any]) -> tuple[str, list[str]]:
         return "disconnect", [str(payload["identity"])]
     if event_type == "owner.departed":
         return "disconnect", [str(i) for i in payload.get("orphaned", [])]
+    if event_type in ("identity.quarantined", "identity.released", "agent.grant.approved",
+                      "agent.grant.expired"):
+        return "coa", [str(payload["identity"])]
     return "disconnect", []
 
 
 class Enforcer:
     def __init__(self, db: Database, sender: Sender,
-                 clock: Callable[[], dt.datetime]) -> None:
+                 clock: Callable[[], dt.datetime],
+                 prepare: Callable[[], Awaitable[object]] | None = None) -> None:
         self.db = db
         self.sender = sender
         self.clock = clock
+        #: Run before acting on new events, so that what the NAS's re-authentication
+        #: will ask (segment map, quarantine, grants) is already in this node's memory.
+        self.prepare = prepare
         self._last_event: int | None = None
 
     async def start(self) -> None:
@@ -115,6 +125,8 @@ class Enforcer:
                                       .where(OutboxEvent.id > (self._last_event or 0))
                                       .order_by(OutboxEvent.id).limit(1000))).all()
         sent = 0
+        if events and self.prepare is not None:
+            await self.prepare()
         for event_id, etype, payload in events:
             kind, identities = affected(etype, payload)
             if identities:

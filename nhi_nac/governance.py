@@ -20,8 +20,29 @@ sprawl             more active credentials than the policy allows              m
 unused             no authentication/accounting for ``unused_days``            low
 unmanaged          a MAC authenticated (MAB) that the inventory does not know   medium
 drift              accounting shows a live session on a VLAN other than the     high
-                   one the current segment map gives the identity
+                   one the current segment map gives the identity (the VLAN
+                   comes from the NAS's own Tunnel-Private-Group-Id in
+                   accounting when it sends one)
+new_site           an AI agent authenticated at a NAS site never seen in its    high
+                   baseline
+burst              an AI agent's access requests (grant requests and RADIUS     high
+                   authentications) in the window exceed the burst threshold
+                   and its baseline rate several times over
+fan_out            an AI agent spawned more sub-agents in the window than the   high
+                   fan-out threshold (and several times its baseline)
+sequence           within one window an AI agent widened its scope (a grant),   high
+                   then spawned sub-agents, then connected from a new site
 =================  ==========================================================  ========
+
+The behavioural rules (the last four) read a per-agent baseline — NAS sites, access
+request rate, sub-agent fan-out — over ``[agents] baseline`` before the current
+``[agents] window``; ``nhi-nac serve`` evaluates them every few seconds, the scheduled
+scan too.
+
+Actions (``[governance] actions``): ``notify`` (the event only), ``suspend``,
+``quarantine`` (fallback segment + CoA; reversible with ``nhi-nac identity release``) or
+``revoke`` (every certificate of the identity and its descendants). Each action runs in
+the scan's transaction and is audited as actor ``governance``.
 """
 
 from __future__ import annotations
@@ -35,11 +56,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nhi_nac import audit
-from nhi_nac.config import GovernanceConfig
+from nhi_nac.config import AgentsConfig, GovernanceConfig
+from nhi_nac.durations import parse_duration
 from nhi_nac.errors import Conflict, InvalidInput, NotFound
-from nhi_nac.inventory import Inventory
+from nhi_nac.inventory import Inventory, quarantine_identity, revoke_identity_certificates
 from nhi_nac.outbox import add_event
 from nhi_nac.storage.models import (
+    Admission,
+    AgentGrant,
     Credential,
     DiscoveredDevice,
     Finding,
@@ -50,10 +74,12 @@ from nhi_nac.storage.models import (
     RadiusSession,
 )
 
+BEHAVIOUR_TYPES = ("new_site", "burst", "fan_out", "sequence")
 FINDING_TYPES = ("orphaned", "expired_active", "stale_credential", "sprawl", "unused",
-                 "unmanaged", "drift")
+                 "unmanaged", "drift", *BEHAVIOUR_TYPES)
 SEVERITY = {"orphaned": "high", "expired_active": "high", "stale_credential": "medium",
-            "sprawl": "medium", "unused": "low", "unmanaged": "medium", "drift": "high"}
+            "sprawl": "medium", "unused": "low", "unmanaged": "medium", "drift": "high",
+            "new_site": "high", "burst": "high", "fan_out": "high", "sequence": "high"}
 LIVE = ("active", "suspended")
 
 
@@ -202,7 +228,7 @@ async def reconcile(
 
 
 #: Answers "which VLAN does the current map give this identity at this NAS site".
-VlanLookup = Callable[[str, Mapping[str, str], str | None, str | None], int | None]
+VlanLookup = Callable[[str, str, Mapping[str, str], str | None, str | None], int | None]
 
 
 async def detect_drift(s: AsyncSession, vlan_of: VlanLookup) -> list[Detection]:
@@ -218,7 +244,7 @@ async def detect_drift(s: AsyncSession, vlan_of: VlanLookup) -> list[Detection]:
         .where(RadiusSession.status == "active", RadiusSession.vlan.is_not(None),
                Identity.status == "active"))).all()
     for ref, nas, port, vlan, sid, iid, kind, scope, team, site in rows:
-        expected = vlan_of(kind, scope, team or None, site or None)
+        expected = vlan_of(ref, kind, scope, team or None, site or None)
         if expected != vlan and ref not in found:
             found[ref] = Detection("drift", ref, iid, {
                 "nas": nas, "port": port, "session": sid, "vlan": vlan,
@@ -226,22 +252,116 @@ async def detect_drift(s: AsyncSession, vlan_of: VlanLookup) -> list[Detection]:
     return list(found.values())
 
 
+async def detect_behaviour(s: AsyncSession, cfg: AgentsConfig,
+                           now: dt.datetime) -> list[Detection]:
+    """The behavioural rules over active AI agents (see the module docstring)."""
+    window = parse_duration(cfg.window)
+    since = now - window
+    base_from = since - parse_duration(cfg.baseline)
+    windows_in_baseline = max(1.0, parse_duration(cfg.baseline) / window)
+    agents = {f"{k}/{n}": iid for iid, k, n in (await s.execute(
+        select(Identity.id, Identity.kind, Identity.name)
+        .where(Identity.kind == "ai_agent", Identity.status == "active"))).all()}
+    if not agents:
+        return []
+    sites = {name: (site or name) for name, site in (await s.execute(
+        select(NasClient.name, NasClient.site))).all()}
+    # Access by RADIUS: every decision in baseline + window, oldest first.
+    seen: dict[str, list[tuple[dt.datetime, str, str, str]]] = {}
+    for ref, at, nas, decision in (await s.execute(
+            select(Admission.identity, Admission.at, Admission.nas, Admission.decision)
+            .where(Admission.identity.in_(list(agents)), Admission.at >= base_from)
+            .order_by(Admission.at, Admission.id))).all():
+        seen.setdefault(ref, []).append((at, nas, sites.get(nas, nas), decision))
+    by_id = {iid: ref for ref, iid in agents.items()}
+    grants: dict[str, list[tuple[dt.datetime, str, dt.datetime | None]]] = {}
+    for iid, at, status, decided in (await s.execute(
+            select(AgentGrant.identity_id, AgentGrant.requested_at, AgentGrant.status,
+                   AgentGrant.decided_at)
+            .where(AgentGrant.identity_id.in_(list(by_id)),
+                   AgentGrant.requested_at >= base_from))).all():
+        grants.setdefault(by_id[iid], []).append((at, status, decided))
+    spawns: dict[str, list[dt.datetime]] = {}
+    for pid, at in (await s.execute(
+            select(Identity.parent_id, Identity.created_at)
+            .where(Identity.parent_id.in_(list(by_id)), Identity.created_at >= base_from))
+            ).all():
+        if pid is not None:
+            spawns.setdefault(by_id[pid], []).append(at)
+    found: list[Detection] = []
+    for ref, iid in agents.items():
+        admissions = seen.get(ref, [])
+        known = {site for at, _, site, d in admissions if at < since and d == "accept"}
+        new_sites: list[tuple[dt.datetime, str, str]] = []
+        learning = not known
+        for at, nas, site, decision in admissions:
+            if at < since or decision != "accept" or site in known:
+                continue
+            if learning:  # the very first site an agent is seen at is its baseline
+                known.add(site)
+                learning = False
+                continue
+            new_sites.append((at, nas, site))
+            known.add(site)
+        if new_sites:
+            at, nas, site = new_sites[0]
+            found.append(Detection("new_site", ref, iid, {
+                "site": site, "nas": nas, "at": at.isoformat(),
+                "known_sites": sorted(known - {s for _, _, s in new_sites})}))
+        my_grants = grants.get(ref, [])
+        recent = (sum(1 for at, *_ in admissions if at >= since)
+                  + sum(1 for at, _, _ in my_grants if at >= since))
+        before = (sum(1 for at, *_ in admissions if at < since)
+                  + sum(1 for at, _, _ in my_grants if at < since))
+        baseline_rate = before / windows_in_baseline
+        if recent > cfg.burst_requests and recent > cfg.burst_factor * baseline_rate:
+            found.append(Detection("burst", ref, iid, {
+                "requests_in_window": recent, "window": cfg.window,
+                "threshold": cfg.burst_requests,
+                "baseline_per_window": round(baseline_rate, 2)}))
+        children = spawns.get(ref, [])
+        recent_children = sorted(at for at in children if at >= since)
+        child_rate = (len(children) - len(recent_children)) / windows_in_baseline
+        if (len(recent_children) > cfg.fan_out_children
+                and len(recent_children) > cfg.burst_factor * child_rate):
+            found.append(Detection("fan_out", ref, iid, {
+                "children_in_window": len(recent_children), "window": cfg.window,
+                "threshold": cfg.fan_out_children,
+                "baseline_per_window": round(child_rate, 2)}))
+        widened = sorted(d for at, status, d in my_grants
+                         if d is not None and d >= since and status in ("active", "expired"))
+        if widened and new_sites:
+            spawned = [at for at in recent_children if at >= widened[0]]
+            moved = [at for at, _, _ in new_sites if spawned and at >= spawned[0]]
+            if spawned and moved:
+                found.append(Detection("sequence", ref, iid, {
+                    "widened_at": widened[0].isoformat(),
+                    "spawned_at": spawned[0].isoformat(),
+                    "new_site_at": moved[0].isoformat(), "window": cfg.window}))
+    return found
+
+
 class Governance:
     def __init__(self, inventory: Inventory, policy: GovernanceConfig,
-                 vlan_of: VlanLookup | None = None) -> None:
+                 vlan_of: VlanLookup | None = None,
+                 agents: AgentsConfig | None = None) -> None:
         self.inventory = inventory
         self.policy = policy
         self.vlan_of = vlan_of
+        self.agents = agents or AgentsConfig()
 
-    async def scan(self) -> ScanResult:
+    async def scan(self, behaviour_only: bool = False) -> ScanResult:
+        """Detect, reconcile and act; ``behaviour_only`` runs just the agent rules (the
+        cheap, frequent pass of ``nhi-nac serve``)."""
         now = self.inventory.clock()
         async with self.inventory.db.transaction() as s:
-            found = await detect(s, self.policy, now)
-            types: tuple[str, ...] = FINDING_TYPES
-            if self.vlan_of is not None:
+            found = [] if behaviour_only else await detect(s, self.policy, now)
+            found += await detect_behaviour(s, self.agents, now)
+            types: tuple[str, ...] = BEHAVIOUR_TYPES if behaviour_only else FINDING_TYPES
+            if self.vlan_of is not None and not behaviour_only:
                 found += await detect_drift(s, self.vlan_of)
             else:
-                types = tuple(t for t in FINDING_TYPES if t != "drift")
+                types = tuple(t for t in types if t != "drift")
             result = await reconcile(s, found, now, types)
             await self._act(s, found, result, now)
             return result
@@ -252,17 +372,24 @@ class Governance:
         opened = set(result.opened)
         for d in found:
             action = self.policy.actions.get(d.type, "notify")
-            if action != "suspend" or f"{d.type} {d.subject}" not in opened:
+            if action == "notify" or f"{d.type} {d.subject}" not in opened:
                 continue
             ident = await s.get(Identity, d.identity_id) if d.identity_id else None
             if ident is None or ident.status != "active":
                 continue
-            ident.status = "suspended"
-            await audit.append(s, actor="governance", action="identity.suspended",
-                               target=d.subject, before={"status": "active"},
-                               after={"status": "suspended", "finding": d.type}, now=now)
-            add_event(s, "identity.suspended", {"identity": d.subject, "from": "active",
-                                                "to": "suspended", "finding": d.type}, now)
+            why = f"finding {d.type}"
+            if action == "suspend":
+                ident.status = "suspended"
+                await audit.append(s, actor="governance", action="identity.suspended",
+                                   target=d.subject, before={"status": "active"},
+                                   after={"status": "suspended", "finding": d.type}, now=now)
+                add_event(s, "identity.suspended", {"identity": d.subject, "from": "active",
+                                                    "to": "suspended", "finding": d.type}, now)
+            elif action == "quarantine":
+                await quarantine_identity(s, ident, why, actor="governance", now=now)
+            elif action == "revoke":
+                await revoke_identity_certificates(s, ident, "privilegeWithdrawn",
+                                                   actor="governance", now=now)
 
     async def findings(self, type_: str | None = None, state: str | None = "open",
                    limit: int = 1000) -> list[FindingView]:

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+import pki
 from nhi_nac import audit
 from nhi_nac.domain import (
     IdentityKind,
@@ -315,6 +316,55 @@ class Inventory:
                     await self._change_status(s, child, new, now, actor, cause=str(ref))
         return await self.get_identity(ref)
 
+    async def quarantine(self, ref: IdentityRef, reason: str, *, actor: str) -> list[str]:
+        """Put an identity and its descendants in quarantine; returns who was affected."""
+        now = self.clock()
+        async with self.db.transaction() as s:
+            row = await self._identity(s, ref)
+            if row.status == IdentityStatus.RETIRED:
+                raise Conflict(f"{ref} is retired")
+            return await quarantine_identity(s, row, reason, actor=actor, now=now)
+
+    async def release(self, ref: IdentityRef, *, actor: str) -> list[str]:
+        """Lift the quarantine of an identity and its descendants (the owner's call)."""
+        now = self.clock()
+        async with self.db.transaction() as s:
+            row = await self._identity(s, ref)
+            if row.quarantined_at is None:
+                raise Conflict(f"{ref} is not quarantined")
+            released = []
+            for r in [row, *await descendants(s, row.id)]:
+                if r.quarantined_at is None:
+                    continue
+                before = {"quarantined_at": r.quarantined_at.isoformat(),
+                          "reason": r.quarantine_reason}
+                r.quarantined_at, r.quarantine_reason = None, None
+                target = f"{r.kind}/{r.name}"
+                released.append(target)
+                await audit.append(s, actor=actor, action="identity.released", target=target,
+                                   before=before, after={"quarantined": False}, now=now)
+                add_event(s, "identity.released", {"identity": target}, now)
+            return released
+
+    async def revoke_certificates(self, ref: IdentityRef, reason: str, *,
+                                  actor: str) -> list[str]:
+        """Revoke every active certificate of ``ref`` and of all its descendants, in one
+        transaction (the caller re-signs the CRL; the events disconnect sessions)."""
+        try:
+            flag = pki.parse_reason(reason)
+        except pki.PkiError as exc:
+            raise InvalidInput(str(exc)) from None
+        now = self.clock()
+        async with self.db.transaction() as s:
+            row = await self._identity(s, ref)
+            return await revoke_identity_certificates(s, row, flag.value, actor=actor,
+                                                      now=now)
+
+    async def quarantine_state(self, ref: IdentityRef) -> tuple[dt.datetime | None, str | None]:
+        async with self.db.read() as s:
+            row = await self._identity(s, ref)
+            return row.quarantined_at, row.quarantine_reason
+
     async def _change_status(self, s: AsyncSession, row: Identity, new: IdentityStatus,
                              now: dt.datetime, actor: str, cause: str | None) -> None:
         old, ref = row.status, f"{row.kind}/{row.name}"
@@ -538,3 +588,57 @@ def _owner_view(o: Owner, identities: int) -> OwnerView:
 def _nas_view(r: NasClient) -> NasView:
     return NasView(r.name, r.address, r.vendor, r.site, r.require_message_authenticator,
                    r.created_at)
+
+
+async def quarantine_identity(s: AsyncSession, row: Identity, reason: str, *, actor: str,
+                              now: dt.datetime) -> list[str]:
+    """Quarantine ``row`` and its live descendants in the caller's transaction.
+
+    A quarantined identity is admitted only to the segment map's fallback (or refused,
+    when the fallback is reject); the ``identity.quarantined`` event makes the enforcer
+    re-authenticate its live sessions so the change takes effect now.
+    """
+    reason = reason.strip()[:300] or "quarantined"
+    done = []
+    root = f"{row.kind}/{row.name}"
+    for r in [row, *await descendants(s, row.id)]:
+        if r.quarantined_at is not None or r.status == IdentityStatus.RETIRED:
+            continue
+        r.quarantined_at, r.quarantine_reason = now, reason
+        target = f"{r.kind}/{r.name}"
+        done.append(target)
+        cause = None if r is row else root
+        await audit.append(s, actor=actor, action="identity.quarantined", target=target,
+                           before={"quarantined": False},
+                           after={"quarantined": True, "reason": reason,
+                                  "cascade_from": cause}, now=now)
+        add_event(s, "identity.quarantined", {"identity": target, "reason": reason,
+                                              "cascade_from": cause}, now)
+    return done
+
+
+async def revoke_identity_certificates(s: AsyncSession, row: Identity, reason: str, *,
+                                       actor: str, now: dt.datetime,
+                                       cascade: bool = True) -> list[str]:
+    """Revoke the active certificates of ``row`` (and, by default, of every descendant)
+    in the caller's transaction; returns the serials. Each revocation is audited and
+    raises ``certificate.revoked``, which re-signs the CRL and disconnects sessions."""
+    rows = [row, *(await descendants(s, row.id) if cascade else [])]
+    refs = {r.id: f"{r.kind}/{r.name}" for r in rows}
+    creds = (await s.scalars(select(Credential).where(
+        Credential.identity_id.in_(list(refs)), Credential.type == "certificate",
+        Credential.status == "active").order_by(Credential.id))).all()
+    root = refs[row.id]
+    serials = []
+    for cred in creds:
+        cred.status, cred.revoked_at, cred.revocation_reason = "revoked", now, reason
+        serials.append(cred.serial or "")
+        owner_ref = refs[cred.identity_id]
+        cause = None if owner_ref == root else root
+        await audit.append(s, actor=actor, action="certificate.revoke",
+                           target=f"certificate/{cred.serial}", before={"status": "active"},
+                           after={"status": "revoked", "reason": reason,
+                                  "cascade_from": cause}, now=now)
+        add_event(s, "certificate.revoked", {"serial": cred.serial, "identity": owner_ref,
+                                             "reason": reason, "cascade_from": cause}, now)
+    return serials

@@ -9,11 +9,24 @@ new version through :meth:`SegmentService.refresh` (driven by the
 
 An invalid map is refused whole with every problem (file, line, column) and the
 current map stays in force.
+
+On top of the map, per identity, two *overlays* change what the documented scope
+selects, without changing the scope itself:
+
+- **quarantine**: a quarantined identity gets the map's fallback (the quarantine
+  segment, or reject when the fallback is reject), whatever its scope;
+- **grants**: an agent's active, time-boxed grants add (or override) scope labels
+  until they expire; an expired grant stops counting at its expiry, even before the
+  database says so.
+
+:meth:`SegmentService.refresh_overlays` reloads them (the serve loop calls it every
+second); :meth:`SegmentService.lookup_for` is the lookup that honours them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -27,7 +40,13 @@ from nhi_nac import audit
 from nhi_nac.errors import InvalidInput, NotFound
 from nhi_nac.inventory import Inventory
 from nhi_nac.outbox import add_event
-from nhi_nac.storage.models import Identity, Owner, RadiusSession, SegmentMapVersion
+from nhi_nac.storage.models import (
+    AgentGrant,
+    Identity,
+    Owner,
+    RadiusSession,
+    SegmentMapVersion,
+)
 
 #: Largest segment-map text accepted, in bytes.
 MAX_MAP_BYTES = 1_048_576
@@ -89,12 +108,67 @@ class VersionInfo:
     diff: str
 
 
+@dataclass(frozen=True)
+class Overlay:
+    """What changes an identity's segment besides its documented scope."""
+
+    quarantined: bool = False
+    #: (key, value, expiry as a UNIX timestamp) of each active grant.
+    grants: tuple[tuple[str, str, float], ...] = ()
+
+    def scope(self, scope: Mapping[str, str], now: float) -> Mapping[str, str]:
+        live = [(k, v) for k, v, until in self.grants if until > now]
+        if not live:
+            return scope
+        return {**scope, **dict(live)}
+
+
 class SegmentService:
     def __init__(self, inventory: Inventory) -> None:
         self.inventory = inventory
         self.version: int | None = None
         self.map: segments.SegmentMap | None = None
         self.matcher: segments.CompiledMatcher | None = None
+        self.overlays: dict[str, Overlay] = {}
+
+    async def refresh_overlays(self) -> bool:
+        """Reload quarantines and active grants; True if they changed."""
+        found: dict[str, Overlay] = {}
+        async with self.inventory.db.read() as s:
+            for kind, name in (await s.execute(
+                    select(Identity.kind, Identity.name)
+                    .where(Identity.quarantined_at.is_not(None)))).all():
+                found[f"{kind}/{name}"] = Overlay(quarantined=True)
+            grants: dict[str, list[tuple[str, str, float]]] = {}
+            for kind, name, key, value, until in (await s.execute(
+                    select(Identity.kind, Identity.name, AgentGrant.key, AgentGrant.value,
+                           AgentGrant.expires_at)
+                    .join(Identity, Identity.id == AgentGrant.identity_id)
+                    .where(AgentGrant.status == "active")
+                    .order_by(AgentGrant.id))).all():
+                if until is not None:
+                    grants.setdefault(f"{kind}/{name}", []).append(
+                        (key, value, until.timestamp()))
+        for ref, items in grants.items():
+            found[ref] = Overlay(ref in found, tuple(items))
+        if found == self.overlays:
+            return False
+        self.overlays = found
+        return True
+
+    def lookup_for(self, ref: str, kind: str, scope: Mapping[str, str],
+                   owner_team: str | None, nas_site: str | None) -> segments.Assignment | None:
+        """:meth:`lookup` for one identity, honouring its quarantine and grants."""
+        overlay = self.overlays.get(ref)
+        if overlay is None:
+            return self.lookup(kind, scope, owner_team, nas_site)
+        if overlay.quarantined:
+            return None if self.matcher is None else self.matcher.fallback
+        return self.lookup(kind, overlay.scope(scope, time.time()), owner_team, nas_site)
+
+    def effective_scope(self, ref: str, scope: Mapping[str, str]) -> Mapping[str, str]:
+        overlay = self.overlays.get(ref)
+        return scope if overlay is None else overlay.scope(scope, time.time())
 
     # -- the current map ------------------------------------------------------------
 
@@ -118,10 +192,11 @@ class SegmentService:
             return None
         return self.matcher.lookup(kind, scope, owner_team, nas_site)
 
-    def vlan_of(self, kind: str, scope: Mapping[str, str], owner_team: str | None,
+    def vlan_of(self, ref: str, kind: str, scope: Mapping[str, str], owner_team: str | None,
                 nas_site: str | None) -> int | None:
-        """The mapped VLAN (None: rejected, or no map) — for drift detection."""
-        hit = self.lookup(kind, scope, owner_team, nas_site)
+        """The VLAN an identity should be on now (None: rejected, or no map) — for drift
+        detection; quarantine and grants count."""
+        hit = self.lookup_for(ref, kind, scope, owner_team, nas_site)
         return None if hit is None else hit.vlan
 
     # -- validate / preview / apply --------------------------------------------------

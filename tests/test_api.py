@@ -64,7 +64,7 @@ async def test_auditor_cannot_change_anything(client: TestClient, inventory: Inv
     auditor = await _token(inventory, "auditor")
     await inventory.add_owner("alice@example.com", "Alice", actor="test")
     changing = [r for r in ROUTES if Role.AUDITOR not in r.roles]
-    assert {r.method for r in changing} == {"POST", "DELETE", "GET"}
+    assert {r.method for r in changing} == {"POST", "PUT", "DELETE", "GET"}
     for route in changing:
         if route.method == "GET":
             continue

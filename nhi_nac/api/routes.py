@@ -11,6 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from nhi_nac import apitokens
+from nhi_nac.agents import parse_ceiling
+from nhi_nac.api.agent_routes import AGENTS
 from nhi_nac.apitokens import Principal, Role
 from nhi_nac.bootstrap_tokens import create_bootstrap_token
 from nhi_nac.ca_service import CaService
@@ -347,10 +349,54 @@ async def revoke_certificate(request: web.Request) -> web.Response:
 
 async def revoke_identity_certificates(request: web.Request) -> web.Response:
     d = await _body(request) if request.can_read_body else {}
-    revoked = await _ca(request).revoke(identity=_ref(request),
-                                           reason=_str(d, "reason") or "unspecified",
-                                           actor=_actor(request))
+    revoked = await request.app[INVENTORY].revoke_certificates(
+        _ref(request), _str(d, "reason") or "unspecified", actor=_actor(request))
+    await _ca(request).publish_crl()
     return _json({"revoked": revoked})
+
+
+async def quarantine_identity(request: web.Request) -> web.Response:
+    d = await _body(request) if request.can_read_body else {}
+    done = await request.app[INVENTORY].quarantine(
+        _ref(request), _str(d, "reason") or "quarantined by an admin", actor=_actor(request))
+    return _json({"quarantined": done})
+
+
+async def release_identity(request: web.Request) -> web.Response:
+    done = await request.app[INVENTORY].release(_ref(request), actor=_actor(request))
+    return _json({"released": done})
+
+
+async def set_ceiling(request: web.Request) -> web.Response:
+    d = await _body(request)
+    ceiling = d.get("ceiling")
+    if not isinstance(ceiling, dict):
+        raise InvalidInput("ceiling must be an object {label: [values]}")
+    parsed = await request.app[AGENTS].set_ceiling(_ref(request), parse_ceiling(ceiling),
+                                                   actor=_actor(request))
+    return _json({"identity": str(_ref(request)), "ceiling": parsed})
+
+
+async def agent_tree(request: web.Request) -> web.Response:
+    return _json(await request.app[AGENTS].tree(_ref(request)))
+
+
+async def list_grants(request: web.Request) -> web.Response:
+    ident = request.query.get("identity")
+    return _json(await request.app[AGENTS].grants(
+        IdentityRef.parse(ident) if ident else None, request.query.get("status") or None,
+        _int(request, "limit", 1000)))
+
+
+def _decide(approve: bool) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        try:
+            grant_id = int(request.match_info["id"])
+        except ValueError:
+            raise NotFound("no such grant") from None
+        return _json(await request.app[AGENTS].decide(grant_id, approve,
+                                                      actor=_actor(request)))
+    return handler
 
 
 async def list_coa(request: web.Request) -> web.Response:
@@ -418,6 +464,22 @@ ROUTES: tuple[Route, ...] = (
           "Revoke a certificate (RFC 5280 reason)", ADMIN, {"reason": "string"}),
     Route("POST", _IDENT_PATH + "/revoke-certificates", revoke_identity_certificates,
           "Revoke every active certificate of an identity", ADMIN, {"reason": "string"}),
+    Route("POST", _IDENT_PATH + "/quarantine", quarantine_identity,
+          "Quarantine an identity and its descendants (fallback segment + CoA)", ADMIN,
+          {"reason": "string"}),
+    Route("POST", _IDENT_PATH + "/release", release_identity,
+          "Lift a quarantine (the identity and its descendants)", ADMIN),
+    Route("PUT", _IDENT_PATH + "/ceiling", set_ceiling,
+          "Set an agent's owner-approved ceiling {label: [values]}", ADMIN,
+          {"ceiling": "object"}),
+    Route("GET", _IDENT_PATH + "/tree", agent_tree,
+          "An agent's family with scopes, ceilings, grants and lifetimes", READ_ROLES),
+    Route("GET", "/api/v1/agent-grants", list_grants, "Agents' dynamic grants",
+          READ_ROLES, query=("identity", "status", "limit")),
+    Route("POST", "/api/v1/agent-grants/{id}/approve", _decide(True),
+          "Approve a pending grant (the owner's decision)", ADMIN),
+    Route("POST", "/api/v1/agent-grants/{id}/deny", _decide(False),
+          "Deny a pending grant", ADMIN),
     Route("GET", "/api/v1/coa", list_coa, "CoA/Disconnect requests and their answers",
           READ_ROLES, query=("limit",)),
     Route("GET", "/api/v1/api-tokens", list_api_tokens, "List API tokens", ADMIN),

@@ -11,6 +11,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from nhi_nac import apitokens
+from nhi_nac.agents import AgentService
+from nhi_nac.api.agent_routes import add_agent_routes
 from nhi_nac.api.openapi import openapi_document
 from nhi_nac.api.pki_routes import add_pki_routes
 from nhi_nac.api.problem import problem
@@ -24,7 +26,7 @@ from nhi_nac.api.routes import (
     Route,
 )
 from nhi_nac.ca_service import CaService
-from nhi_nac.config import GovernanceConfig
+from nhi_nac.config import AgentsConfig, GovernanceConfig
 from nhi_nac.errors import Forbidden, NhiError, Unauthorized
 from nhi_nac.governance import Governance
 from nhi_nac.inventory import Inventory
@@ -121,7 +123,8 @@ def make_app(inventory: Inventory, max_body: int = 1_048_576,
              registry: CollectorRegistry | None = None,
              governance: Governance | None = None,
              segment_service: SegmentService | None = None,
-             ca: CaService | None = None) -> web.Application:
+             ca: CaService | None = None,
+             agents: AgentService | None = None) -> web.Application:
     app = web.Application(
         client_max_size=max_body,
         middlewares=[metrics_middleware, errors_middleware, console_middleware,
@@ -141,5 +144,6 @@ def make_app(inventory: Inventory, max_body: int = 1_048_576,
         setattr(r, ROUTE_INFO, route)
     if ca is not None:
         add_pki_routes(app, ca)
+        add_agent_routes(app, agents or AgentService(inventory, ca, AgentsConfig()))
     add_console(app)
     return app

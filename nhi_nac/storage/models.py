@@ -96,6 +96,13 @@ class Identity(Base):
     expires_at: Mapped[dt.datetime | None]
     last_seen_at: Mapped[dt.datetime | None]
     retired_at: Mapped[dt.datetime | None]
+    #: The owner-approved widest scope (label -> allowed values) an agent may reach by
+    #: dynamic grants without asking; None: every grant needs the owner.
+    ceiling: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    #: Quarantined identities are admitted only to the segment map's fallback (or
+    #: rejected, if the fallback is reject) until an admin releases them.
+    quarantined_at: Mapped[dt.datetime | None]
+    quarantine_reason: Mapped[str | None] = mapped_column(String(300))
 
 
 class IdentityLabel(Base):
@@ -362,3 +369,23 @@ class CoaRequest(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     answered_at: Mapped[dt.datetime | None]
     rtt_ms: Mapped[float | None]
+
+
+class AgentGrant(Base):
+    """A time-boxed extra scope label an agent asked for at runtime."""
+
+    __tablename__ = "agent_grants"
+    __table_args__ = (Index("ix_agent_grants_status_expires", "status", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"), index=True)
+    key: Mapped[str] = mapped_column(String(63))
+    value: Mapped[str] = mapped_column(String(128))
+    #: pending | active | denied | expired | timed_out | revoked
+    status: Mapped[str] = mapped_column(String(16))
+    duration_seconds: Mapped[int] = mapped_column(Integer)
+    requested_at: Mapped[dt.datetime]
+    decided_at: Mapped[dt.datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(320))
+    expires_at: Mapped[dt.datetime | None]
+    reason: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,426 @@
+"""AI agents: owner-approved ceilings, time-boxed grants and sub-agents.
+
+An agent (identity kind ``ai_agent``) acts at machine speed, so its access changes
+without a ticket — but only inside bounds its human owner set:
+
+- **Ceiling.** The owner approves the widest scope the agent may ever reach: per label,
+  the values allowed (``{"zone": ["db", "web"]}``). ``nhi-nac agent ceiling``.
+- **Grants.** The agent, authenticated by its own certificate, asks for one extra
+  label for a while (``zone=db`` for 30 minutes). Inside the ceiling and within
+  ``[agents] max_grant``, it is granted at once; otherwise it waits for the owner
+  (approve or deny, CLI or API) and times out after ``pending_timeout``. A grant ends
+  by itself; while it lasts, the agent's segment follows its widened scope (the
+  segment service's overlay) and the enforcer re-authenticates its sessions on grant
+  and on expiry.
+- **Sub-agents.** An agent spawns a child through the API with the child's CSR: the
+  inventory's lineage invariants hold (scope within the parent's, owner inherited,
+  depth and fan-out limits), the child's certificate never outlives the certificate
+  the parent presented, and the child inherits the parent's ceiling. Identity and
+  certificate are created in one transaction: a refusal leaves nothing behind.
+
+Every request, decision, expiry and spawn is audited (actor ``agent:KIND/NAME`` or the
+approving human) and raised as an ``agent.*`` event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nhi_nac import agent_auth, audit
+from nhi_nac.bootstrap_tokens import active_identity
+from nhi_nac.ca_service import CaService, IssuedBundle
+from nhi_nac.config import AgentsConfig
+from nhi_nac.domain import IdentityKind, IdentityRef, check_scope
+from nhi_nac.durations import parse_duration
+from nhi_nac.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from nhi_nac.inventory import Inventory, NewIdentity, descendants
+from nhi_nac.outbox import add_event
+from nhi_nac.storage.models import AgentGrant, Credential, Identity, Owner
+
+GRANT_STATES = ("pending", "active", "denied", "expired", "timed_out", "revoked")
+#: Values one ceiling label may list, and labels one ceiling may hold.
+MAX_CEILING_VALUES = 64
+MAX_CEILING_LABELS = 32
+#: Default lifetime of a sub-agent's certificate when the request names none (never
+#: more than the parent certificate's remaining life).
+DEFAULT_CHILD_LIFETIME = dt.timedelta(hours=1)
+#: Pending and active grants one agent may hold at once.
+MAX_OPEN_GRANTS = 32
+
+
+@dataclass(frozen=True)
+class GrantView:
+    id: int
+    identity: str
+    label: str
+    status: str
+    duration_seconds: int
+    requested_at: dt.datetime
+    decided_at: dt.datetime | None
+    decided_by: str | None
+    expires_at: dt.datetime | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class AgentCaller:
+    """An agent that proved itself with a valid certificate of ours."""
+
+    ref: IdentityRef
+    identity_id: int
+    serial: str
+    not_after: dt.datetime
+
+
+@dataclass(frozen=True)
+class SpawnResult:
+    child: str
+    parent: str
+    scope: dict[str, str]
+    bundle: IssuedBundle
+
+
+@dataclass(frozen=True)
+class TreeNode:
+    depth: int
+    identity: str
+    status: str
+    scope: dict[str, str]
+    ceiling: dict[str, list[str]] | None
+    quarantined: bool
+    grants: tuple[str, ...]
+    certificate_not_after: dt.datetime | None
+
+
+def parse_ceiling(items: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Validate a ceiling ``{label: [values]}`` (a single string is one value)."""
+    if len(items) > MAX_CEILING_LABELS:
+        raise InvalidInput(f"a ceiling holds at most {MAX_CEILING_LABELS} labels")
+    result: dict[str, list[str]] = {}
+    for key, raw in items.items():
+        values = [raw] if isinstance(raw, str) else raw
+        if not isinstance(values, list) or not values or not all(
+                isinstance(v, str) for v in values):
+            raise InvalidInput(f"ceiling label {key!r} needs a list of values")
+        if len(values) > MAX_CEILING_VALUES:
+            raise InvalidInput(f"ceiling label {key!r} lists more than "
+                               f"{MAX_CEILING_VALUES} values")
+        for v in values:
+            check_scope({key: v})
+        result[key] = sorted(set(values))
+    return result
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise InvalidInput(f"a label is KEY=VALUE, not {text!r}")
+    checked = check_scope({key.strip(): value.strip()})
+    ((k, v),) = checked.items()
+    return k, v
+
+
+def within_ceiling(ceiling: Mapping[str, list[str]] | None, key: str, value: str) -> bool:
+    return bool(ceiling) and value in (ceiling or {}).get(key, ())
+
+
+def _ref(row: Identity) -> str:
+    return f"{row.kind}/{row.name}"
+
+
+def _grant_view(g: AgentGrant, ref: str) -> GrantView:
+    return GrantView(g.id, ref, f"{g.key}={g.value}", g.status, g.duration_seconds,
+                     g.requested_at, g.decided_at, g.decided_by, g.expires_at, g.reason)
+
+
+class AgentService:
+    def __init__(self, inventory: Inventory, ca: CaService, config: AgentsConfig) -> None:
+        self.inventory = inventory
+        self.ca = ca
+        self.config = config
+        self.max_grant = parse_duration(config.max_grant)
+        self.pending_timeout = parse_duration(config.pending_timeout)
+        self.replays = agent_auth.ReplayGuard()
+
+    # -- authentication ------------------------------------------------------------------
+
+    async def authenticate(self, s: AsyncSession, header: str, *, method: str, path: str,
+                           body: bytes, now: dt.datetime) -> AgentCaller:
+        """The agent behind a signed request, or a refusal saying why."""
+        payload_bytes, payload, signature = agent_auth.parse_header(header)
+        serial = format(int(payload["serial"], 16), "x")
+        cred = await s.scalar(select(Credential).where(
+            Credential.serial == serial, Credential.type == "certificate"))
+        if cred is None or cred.pem is None:
+            raise Unauthorized("agent certificate unknown to this CA")
+        certificate = x509.load_pem_x509_certificate(cred.pem.encode())
+        claims = agent_auth.verify_request(
+            payload_bytes, payload, signature, certificate,
+            self.ca._issuer().ca.certificate, method=method, path=path, body=body, now=now,
+            revoked=cred.status == "revoked")
+        self.replays.check(claims.nonce)
+        row = await s.get(Identity, cred.identity_id)
+        assert row is not None
+        if row.kind != IdentityKind.AI_AGENT.value:
+            raise Forbidden(f"{_ref(row)} is not an ai_agent")
+        ref = IdentityRef(IdentityKind(row.kind), row.name)
+        await active_identity(s, ref)
+        return AgentCaller(ref, row.id, serial, certificate.not_valid_after_utc)
+
+    # -- ceiling ---------------------------------------------------------------------------
+
+    async def set_ceiling(self, ref: IdentityRef, ceiling: Mapping[str, Any], *,
+                          actor: str) -> dict[str, list[str]]:
+        parsed = parse_ceiling(ceiling)
+        if ref.kind is not IdentityKind.AI_AGENT:
+            raise InvalidInput(f"a ceiling belongs to ai_agent identities, not {ref.kind.value}")
+        now = self.inventory.clock()
+        async with self.inventory.db.transaction() as s:
+            row = await self._row(s, ref)
+            if row.parent_id is not None:
+                parent = await s.get(Identity, row.parent_id)
+                wider = _wider_than(parsed, parent.ceiling if parent else None)
+                if wider:
+                    raise InvalidInput(f"a sub-agent's ceiling stays within its parent's: "
+                                       f"{', '.join(wider)} is not in it")
+            before = row.ceiling
+            row.ceiling = parsed
+            await audit.append(s, actor=actor, action="agent.ceiling", target=str(ref),
+                               before={"ceiling": before}, after={"ceiling": parsed}, now=now)
+            add_event(s, "agent.ceiling", {"identity": str(ref), "ceiling": parsed}, now)
+        return parsed
+
+    # -- grants ----------------------------------------------------------------------------
+
+    async def request_grant(self, caller: AgentCaller, label: str, duration: str,
+                            s: AsyncSession, now: dt.datetime) -> GrantView:
+        """An agent asks for ``label`` for ``duration`` (inside the caller's transaction)."""
+        key, value = parse_label(label)
+        length = parse_duration(duration)
+        if length > self.max_grant:
+            raise InvalidInput(f"a grant lasts at most {self.config.max_grant}; "
+                               f"{duration} was asked")
+        row = await s.get(Identity, caller.identity_id)
+        assert row is not None
+        if row.quarantined_at is not None:
+            raise Forbidden(f"{caller.ref} is quarantined; it cannot widen its access")
+        ref = str(caller.ref)
+        if dict(row.scope).get(key) == value:
+            raise Conflict(f"{ref} already has {key}={value} in its scope")
+        open_grants = (await s.scalars(select(AgentGrant).where(
+            AgentGrant.identity_id == row.id,
+            AgentGrant.status.in_(("pending", "active"))))).all()
+        for g in open_grants:
+            if (g.key, g.value) == (key, value):
+                return _grant_view(g, ref)
+        if len(open_grants) >= MAX_OPEN_GRANTS:
+            raise Conflict(f"{ref} already has {len(open_grants)} open grants "
+                           f"(limit {MAX_OPEN_GRANTS})")
+        grant = AgentGrant(identity_id=row.id, key=key, value=value, status="pending",
+                           duration_seconds=int(length.total_seconds()), requested_at=now,
+                           reason="")
+        if within_ceiling(row.ceiling, key, value):
+            grant.status, grant.decided_at, grant.decided_by = "active", now, "policy"
+            grant.expires_at = now + length
+            grant.reason = "inside the owner-approved ceiling"
+        else:
+            grant.reason = (f"{key}={value} is outside the ceiling; waiting for the owner "
+                            f"until {now + self.pending_timeout:%Y-%m-%dT%H:%M:%SZ}")
+        s.add(grant)
+        await s.flush()
+        after = {"label": f"{key}={value}", "status": grant.status,
+                 "duration_seconds": grant.duration_seconds, "reason": grant.reason}
+        await audit.append(s, actor=f"agent:{ref}", action="agent.grant.request",
+                           target=ref, before=None, after=after, now=now)
+        add_event(s, "agent.grant.requested", {"identity": ref, "id": grant.id, **after}, now)
+        if grant.status == "active":
+            add_event(s, "agent.grant.approved", self._grant_event(grant, ref), now)
+        return _grant_view(grant, ref)
+
+    def _grant_event(self, g: AgentGrant, ref: str) -> dict[str, Any]:
+        return {"identity": ref, "id": g.id, "label": f"{g.key}={g.value}",
+                "by": g.decided_by,
+                "expires_at": g.expires_at.isoformat() if g.expires_at else None}
+
+    async def decide(self, grant_id: int, approve: bool, *, actor: str) -> GrantView:
+        """The owner (or an admin for them) approves or denies a pending grant."""
+        now = self.inventory.clock()
+        async with self.inventory.db.transaction() as s:
+            g = await s.get(AgentGrant, grant_id)
+            if g is None:
+                raise NotFound(f"no grant {grant_id}")
+            row = await s.get(Identity, g.identity_id)
+            assert row is not None
+            ref = _ref(row)
+            if g.status == "pending" and now >= g.requested_at + self.pending_timeout:
+                await self._close(s, g, ref, "timed_out", now, "no decision in time")
+                raise Conflict(f"grant {grant_id} timed out waiting for a decision")
+            if g.status != "pending":
+                raise Conflict(f"grant {grant_id} is {g.status}, not pending")
+            if approve:
+                await active_identity(s, IdentityRef(IdentityKind(row.kind), row.name))
+                g.status, g.expires_at = "active", now + dt.timedelta(seconds=g.duration_seconds)
+                g.reason = "approved by the owner"
+            else:
+                g.status, g.reason = "denied", "denied by the owner"
+            g.decided_at, g.decided_by = now, actor
+            await audit.append(s, actor=actor, action=f"agent.grant.{_past(approve)}",
+                               target=ref, before={"status": "pending"},
+                               after={"grant": g.id, "label": f"{g.key}={g.value}",
+                                      "status": g.status}, now=now)
+            add_event(s, f"agent.grant.{_past(approve)}", self._grant_event(g, ref), now)
+            return _grant_view(g, ref)
+
+    async def expire_due(self) -> list[GrantView]:
+        """End grants past their expiry and pending ones past the timeout."""
+        now = self.inventory.clock()
+        async with self.inventory.db.transaction() as s:
+            due = (await s.execute(
+                select(AgentGrant, Identity.kind, Identity.name)
+                .join(Identity, Identity.id == AgentGrant.identity_id)
+                .where(((AgentGrant.status == "active") & (AgentGrant.expires_at <= now))
+                       | ((AgentGrant.status == "pending")
+                          & (AgentGrant.requested_at <= now - self.pending_timeout)))
+                .order_by(AgentGrant.id).limit(1000))).all()
+            ended = []
+            for g, kind, name in due:
+                if g.status == "active":
+                    await self._close(s, g, f"{kind}/{name}", "expired", now, "time box ended")
+                else:
+                    await self._close(s, g, f"{kind}/{name}", "timed_out", now,
+                                      "no decision in time")
+                ended.append(_grant_view(g, f"{kind}/{name}"))
+            return ended
+
+    async def _close(self, s: AsyncSession, g: AgentGrant, ref: str, status: str,
+                     now: dt.datetime, why: str) -> None:
+        before = g.status
+        g.status, g.reason = status, why
+        if before == "pending":
+            g.decided_at, g.decided_by = now, "timeout"
+        await audit.append(s, actor="nhi-nac", action=f"agent.grant.{status}", target=ref,
+                           before={"status": before},
+                           after={"grant": g.id, "label": f"{g.key}={g.value}",
+                                  "status": status}, now=now)
+        add_event(s, f"agent.grant.{status}", self._grant_event(g, ref), now)
+
+    async def grants(self, ref: IdentityRef | None = None, status: str | None = None,
+                     limit: int = 1000) -> list[GrantView]:
+        if status is not None and status not in GRANT_STATES:
+            raise InvalidInput(f"unknown grant status {status!r} ({', '.join(GRANT_STATES)})")
+        q = (select(AgentGrant, Identity.kind, Identity.name)
+             .join(Identity, Identity.id == AgentGrant.identity_id))
+        if ref is not None:
+            q = q.where(Identity.kind == ref.kind.value, Identity.name == ref.name)
+        if status is not None:
+            q = q.where(AgentGrant.status == status)
+        async with self.inventory.db.read() as s:
+            rows = (await s.execute(q.order_by(AgentGrant.id.desc()).limit(limit))).all()
+        return [_grant_view(g, f"{k}/{n}") for g, k, n in reversed(rows)]
+
+    # -- sub-agents ------------------------------------------------------------------------
+
+    async def spawn(self, caller: AgentCaller, name: str, scope: Mapping[str, str],
+                    csr_pem: bytes, lifetime: str | None, s: AsyncSession,
+                    now: dt.datetime) -> SpawnResult:
+        """Create a child agent and its certificate in the caller's transaction."""
+        parent = await s.get(Identity, caller.identity_id)
+        assert parent is not None
+        if parent.quarantined_at is not None:
+            raise Forbidden(f"{caller.ref} is quarantined; it cannot spawn sub-agents")
+        remaining = caller.not_after - now
+        if lifetime:
+            validity = parse_duration(lifetime)
+            if validity > remaining:
+                raise InvalidInput(
+                    f"a child certificate cannot outlive its parent's: {lifetime} asked, "
+                    f"the parent certificate ends in {int(remaining.total_seconds())}s")
+        else:
+            validity = min(DEFAULT_CHILD_LIFETIME, remaining)
+        if validity < dt.timedelta(seconds=60):
+            raise InvalidInput("the parent certificate ends within a minute; renew it first")
+        owner = await s.get(Owner, parent.owner_id)
+        assert owner is not None
+        new = NewIdentity.build("ai_agent", name, owner.email, scope=dict(scope),
+                                parent=str(caller.ref),
+                                description=f"sub-agent spawned by {caller.ref}")
+        actor = f"agent:{caller.ref}"
+        child = await self.inventory._insert_identity(s, new, now, actor)
+        child.ceiling = parent.ceiling
+        child_ref = f"{child.kind}/{child.name}"
+        add_event(s, "identity.created", {"identity": child_ref, "owner": owner.email,
+                                          "scope": child.scope, "parent": str(caller.ref)}, now)
+        bundle = await self.ca._issue(s, child, csr_pem, validity, now, actor=actor)
+        add_event(s, "agent.spawned", {"identity": child_ref, "parent": str(caller.ref),
+                                       "scope": child.scope, "serial": bundle.serial,
+                                       "not_after": bundle.not_after.isoformat()}, now)
+        return SpawnResult(child_ref, str(caller.ref), dict(child.scope), bundle)
+
+    # -- lineage view ------------------------------------------------------------------------
+
+    async def tree(self, ref: IdentityRef) -> list[TreeNode]:
+        async with self.inventory.db.read() as s:
+            root = await self._row(s, ref)
+            rows = [root, *await descendants(s, root.id)]
+            depth = {root.id: 0}
+            for r in rows[1:]:
+                depth[r.id] = depth.get(r.parent_id or 0, 0) + 1
+            ids = [r.id for r in rows]
+            grants: dict[int, list[str]] = {}
+            for g in (await s.scalars(select(AgentGrant).where(
+                    AgentGrant.identity_id.in_(ids), AgentGrant.status.in_(
+                        ("pending", "active"))).order_by(AgentGrant.id))).all():
+                until = (f" until {g.expires_at:%Y-%m-%dT%H:%M:%SZ}" if g.expires_at
+                         else "")
+                grants.setdefault(g.identity_id, []).append(
+                    f"{g.key}={g.value} ({g.status}{until})")
+            certs: dict[int, dt.datetime] = {}
+            for iid, not_after in (await s.execute(
+                    select(Credential.identity_id, Credential.expires_at).where(
+                        Credential.identity_id.in_(ids), Credential.type == "certificate",
+                        Credential.status == "active"))).all():
+                if not_after is not None and (iid not in certs or not_after > certs[iid]):
+                    certs[iid] = not_after
+        order = _preorder(rows)
+        return [TreeNode(depth[r.id], _ref(r), r.status, dict(r.scope), r.ceiling,
+                         r.quarantined_at is not None, tuple(grants.get(r.id, ())),
+                         certs.get(r.id)) for r in order]
+
+    async def _row(self, s: AsyncSession, ref: IdentityRef) -> Identity:
+        row = await s.scalar(select(Identity).where(Identity.kind == ref.kind.value,
+                                                    Identity.name == ref.name))
+        if row is None:
+            raise NotFound(f"no identity {ref}")
+        return row
+
+
+def _preorder(rows: list[Identity]) -> list[Identity]:
+    children: dict[int | None, list[Identity]] = {}
+    for r in rows[1:]:
+        children.setdefault(r.parent_id, []).append(r)
+    out: list[Identity] = []
+
+    def walk(node: Identity) -> None:
+        out.append(node)
+        for c in children.get(node.id, []):
+            walk(c)
+    walk(rows[0])
+    return out
+
+
+def _wider_than(ceiling: Mapping[str, list[str]],
+                parent: Mapping[str, list[str]] | None) -> list[str]:
+    outer = parent or {}
+    return sorted(f"{k}={v}" for k, values in ceiling.items() for v in values
+                  if v not in outer.get(k, ()))
+
+
+def _past(approve: bool) -> str:
+    return "approved" if approve else "denied"
