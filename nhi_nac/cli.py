@@ -228,6 +228,7 @@ async def cmd_bootstrap_create(a: argparse.Namespace, s: Services) -> int:
 
 async def cmd_governance_scan(a: argparse.Namespace, s: Services) -> int:
     await s.segments.refresh()
+    await s.segments.refresh_overlays()
     result = await s.governance.scan()
 
     def human() -> str:
