@@ -254,26 +254,57 @@ async def detect_drift(s: AsyncSession, vlan_of: VlanLookup) -> list[Detection]:
 
 async def detect_behaviour(s: AsyncSession, cfg: AgentsConfig,
                            now: dt.datetime) -> list[Detection]:
-    """The behavioural rules over active AI agents (see the module docstring)."""
+    """The behavioural rules over active AI agents (see the module docstring).
+
+    Only agents with activity in the current window can trip a rule, so those are found
+    first (admissions, grants and spawns since the window start, by index); their
+    baselines are then read as aggregates. The cost follows recent agent activity, not
+    the size of the inventory or of the admissions history.
+    """
     window = parse_duration(cfg.window)
     since = now - window
     base_from = since - parse_duration(cfg.baseline)
     windows_in_baseline = max(1.0, parse_duration(cfg.baseline) / window)
-    agents = {f"{k}/{n}": iid for iid, k, n in (await s.execute(
-        select(Identity.id, Identity.kind, Identity.name)
-        .where(Identity.kind == "ai_agent", Identity.status == "active"))).all()}
+    recent_refs = {r for (r,) in (await s.execute(
+        select(Admission.identity).distinct()
+        .where(Admission.at >= since, Admission.identity.like("ai_agent/%")))).all()}
+    recent_ids = {i for (i,) in (await s.execute(
+        select(AgentGrant.identity_id).distinct()
+        .where(AgentGrant.requested_at >= since))).all()}
+    recent_ids |= {i for (i,) in (await s.execute(
+        select(Identity.parent_id).distinct()
+        .where(Identity.created_at >= since, Identity.kind == "ai_agent",
+               Identity.parent_id.is_not(None)))).all() if i is not None}
+    agents: dict[str, int] = {}
+    for iid, kind, name in (await s.execute(
+            select(Identity.id, Identity.kind, Identity.name)
+            .where(Identity.kind == "ai_agent", Identity.status == "active",
+                   Identity.id.in_(recent_ids)
+                   | (Identity.kind + "/" + Identity.name).in_(recent_refs)))).all():
+        agents[f"{kind}/{name}"] = iid
     if not agents:
         return []
+    refs, by_id = list(agents), {iid: ref for ref, iid in agents.items()}
     sites = {name: (site or name) for name, site in (await s.execute(
         select(NasClient.name, NasClient.site))).all()}
-    # Access by RADIUS: every decision in baseline + window, oldest first.
+    # Baseline: per agent, the sites it was accepted at and how many requests it made.
+    known_sites: dict[str, set[str]] = {}
+    before: dict[str, int] = {}
+    for ref, nas, decision, n in (await s.execute(
+            select(Admission.identity, Admission.nas, Admission.decision, func.count())
+            .where(Admission.identity.in_(refs), Admission.at >= base_from,
+                   Admission.at < since)
+            .group_by(Admission.identity, Admission.nas, Admission.decision))).all():
+        before[ref] = before.get(ref, 0) + int(n)
+        if decision == "accept":
+            known_sites.setdefault(ref, set()).add(sites.get(nas, nas))
+    # The window: every admission, oldest first.
     seen: dict[str, list[tuple[dt.datetime, str, str, str]]] = {}
     for ref, at, nas, decision in (await s.execute(
             select(Admission.identity, Admission.at, Admission.nas, Admission.decision)
-            .where(Admission.identity.in_(list(agents)), Admission.at >= base_from)
+            .where(Admission.identity.in_(refs), Admission.at >= since)
             .order_by(Admission.at, Admission.id))).all():
         seen.setdefault(ref, []).append((at, nas, sites.get(nas, nas), decision))
-    by_id = {iid: ref for ref, iid in agents.items()}
     grants: dict[str, list[tuple[dt.datetime, str, dt.datetime | None]]] = {}
     for iid, at, status, decided in (await s.execute(
             select(AgentGrant.identity_id, AgentGrant.requested_at, AgentGrant.status,
@@ -291,14 +322,16 @@ async def detect_behaviour(s: AsyncSession, cfg: AgentsConfig,
     found: list[Detection] = []
     for ref, iid in agents.items():
         admissions = seen.get(ref, [])
-        known = {site for at, _, site, d in admissions if at < since and d == "accept"}
+        known = set(known_sites.get(ref, ()))
+        baseline_sites = sorted(known)
         new_sites: list[tuple[dt.datetime, str, str]] = []
         learning = not known
         for at, nas, site, decision in admissions:
-            if at < since or decision != "accept" or site in known:
+            if decision != "accept" or site in known:
                 continue
             if learning:  # the very first site an agent is seen at is its baseline
                 known.add(site)
+                baseline_sites = [site]
                 learning = False
                 continue
             new_sites.append((at, nas, site))
@@ -307,13 +340,11 @@ async def detect_behaviour(s: AsyncSession, cfg: AgentsConfig,
             at, nas, site = new_sites[0]
             found.append(Detection("new_site", ref, iid, {
                 "site": site, "nas": nas, "at": at.isoformat(),
-                "known_sites": sorted(known - {s for _, _, s in new_sites})}))
+                "known_sites": baseline_sites}))
         my_grants = grants.get(ref, [])
-        recent = (sum(1 for at, *_ in admissions if at >= since)
-                  + sum(1 for at, _, _ in my_grants if at >= since))
-        before = (sum(1 for at, *_ in admissions if at < since)
-                  + sum(1 for at, _, _ in my_grants if at < since))
-        baseline_rate = before / windows_in_baseline
+        recent = len(admissions) + sum(1 for at, _, _ in my_grants if at >= since)
+        baseline_rate = (before.get(ref, 0)
+                         + sum(1 for at, _, _ in my_grants if at < since)) / windows_in_baseline
         if recent > cfg.burst_requests and recent > cfg.burst_factor * baseline_rate:
             found.append(Detection("burst", ref, iid, {
                 "requests_in_window": recent, "window": cfg.window,

@@ -352,3 +352,39 @@ async def test_burst_and_new_site_quarantine_the_agent(lab: Lab) -> None:
     assert (await lab.inv.quarantine_state(IdentityRef.parse("ai_agent/planner")))[0] is not None
     events = [e["type"] for e in await _events(lab.inv, "identity.")]
     assert events.count("identity.quarantined") == 2 and "identity.released" in events
+
+
+async def test_fan_out_and_the_widen_spawn_move_sequence(lab: Lab) -> None:
+    cfg = AgentsConfig(fan_out_children=2, window="10m")
+    gov = Governance(lab.inv, GovernanceConfig(), None, cfg)
+    agent = await lab.enroll("ai_agent/planner")
+    async with lab.inv.db.transaction() as s:
+        for name, site in (("sw-hq", "hq"), ("sw-branch", "branch")):
+            s.add(NasClient(name=name, address="192.0.2.1/32" if site == "hq"
+                            else "192.0.2.2/32", secret="x" * 20, site=site,
+                            vendor="generic", require_message_authenticator=True,
+                            created_at=T0))
+        s.add(Admission(at=lab.clock.now - dt.timedelta(days=1), nas="sw-hq", port="", mac="",
+                        method="eap-tls", identity="ai_agent/planner", decision="accept",
+                        vlan=300, reasons=[]))
+    status, g = await lab.grant(agent, "zone=db", "30m")  # 1. widen its scope
+    assert g["status"] == "active"
+    lab.clock.advance(seconds=30)
+    for i in range(3):  # 2. spawn, more than the fan-out threshold
+        status, answer, _ = await lab.spawn(agent, f"w{i}", {"env": "prod"}, "10m")
+        assert status == 201, answer
+    assert (await gov.scan(behaviour_only=True)).opened == ("fan_out ai_agent/planner",)
+    # (fan-out's default action quarantined the family; release it to see the rest)
+    assert len(await lab.inv.release(IdentityRef.parse("ai_agent/planner"),
+                                     actor="cli:owner")) == 4
+    lab.clock.advance(seconds=30)
+    async with lab.inv.db.transaction() as s:  # 3. connect from a new site
+        s.add(Admission(at=lab.clock.now, nas="sw-branch", port="", mac="", method="eap-tls",
+                        identity="ai_agent/planner", decision="accept", vlan=310,
+                        reasons=[]))
+    result = await gov.scan(behaviour_only=True)
+    assert result.opened == ("new_site ai_agent/planner", "sequence ai_agent/planner")
+    seq = next(f for f in await gov.findings() if f.type == "sequence")
+    assert seq.evidence["widened_at"] < seq.evidence["spawned_at"] < seq.evidence["new_site_at"]
+    tree = await lab.agents.tree(IdentityRef.parse("ai_agent/planner"))
+    assert all(n.quarantined for n in tree) and len(tree) == 4
