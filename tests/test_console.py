@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestServer
 from nhi_nac import apitokens
 from nhi_nac.api.server import make_app
 from nhi_nac.config import GovernanceConfig
+from nhi_nac.domain import IdentityRef
 from nhi_nac.governance import Governance
 from nhi_nac.inventory import Inventory, NewIdentity
 from tests.interop import missing, require_tool
@@ -139,7 +140,14 @@ async def test_browser_flow_with_screenshots(
         page.on("dialog", lambda d: d.accept())
         await page.get_by_role("button", name="Suspend").click()
         await page.wait_for_selector("text=is now suspended")
+        await page.get_by_role("button", name="Quarantine").click()
+        await page.wait_for_selector("text=quarantined: device/printer-3f-01")
+        assert await page.locator("dd strong", has_text="quarantined").count() == 1
         await page.screenshot(path=str(ARTIFACTS / f"ui-identity-{backend}.png"), full_page=True)
+        await page.get_by_role("button", name="Release from quarantine").click()
+        await page.wait_for_selector("text=released: device/printer-3f-01")
+        assert (await inventory.quarantine_state(
+            IdentityRef.parse("device/printer-3f-01")))[0] is None
         await inventory.offboard_owner("alice@example.com", actor="t")
         await page.goto(server + "/ui/findings")
         await Governance(inventory, GovernanceConfig()).scan()

@@ -32,7 +32,14 @@ from nhi_nac.domain import IdentityKind, IdentityRef, parse_scope
 from nhi_nac.errors import NhiError, Unauthorized
 from nhi_nac.report import FRAMEWORKS, RENDERERS, compliance_report
 from nhi_nac.segment_service import SegmentMapRefused, problem_json
-from nhi_nac.storage.models import Admission, Identity, OutboxEvent, RadiusSession, UiSession
+from nhi_nac.storage.models import (
+    Admission,
+    AgentGrant,
+    Identity,
+    OutboxEvent,
+    RadiusSession,
+    UiSession,
+)
 
 COOKIE = "nhi_session"
 LOGIN_COOKIE = "nhi_login_csrf"
@@ -229,12 +236,23 @@ async def identity(request: web.Request) -> web.Response:
                 Identity.id).where(Identity.kind == ref.kind.value,
                                    Identity.name == ref.name).scalar_subquery())
             .order_by(Identity.kind, Identity.name))).all()]
+        quarantined_at, quarantine_reason, ceiling = (await s.execute(
+            select(Identity.quarantined_at, Identity.quarantine_reason, Identity.ceiling)
+            .where(Identity.kind == ref.kind.value, Identity.name == ref.name))).one()
+        grants = [(g.id, f"{g.key}={g.value}", g.status, g.expires_at, g.decided_by)
+                  for g in (await s.scalars(select(AgentGrant).join(
+                      Identity, Identity.id == AgentGrant.identity_id).where(
+                      Identity.kind == ref.kind.value, Identity.name == ref.name)
+                      .order_by(AgentGrant.id.desc()).limit(20))).all()]
     actions = [("suspend", "Suspend") if view.status == "active" else ("reactivate",
                                                                        "Reactivate"),
+               ("release", "Release from quarantine") if quarantined_at else
+               ("quarantine", "Quarantine"),
                ("retire", "Retire")]
     return render(request, "identity.html", v=view, findings=findings, actions=actions,
                   sessions=sessions, admissions=[_admission_json(a) for a in recent],
-                  children=children)
+                  children=children, quarantined_at=quarantined_at,
+                  quarantine_reason=quarantine_reason, ceiling=ceiling, grants=grants)
 
 
 _STATUS_OF = {"suspend": "suspended", "reactivate": "active", "retire": "retired"}
@@ -243,13 +261,20 @@ _STATUS_OF = {"suspend": "suspended", "reactivate": "active", "retire": "retired
 async def identity_action(request: web.Request) -> web.Response:
     session = _admin(request)
     action = request.match_info["action"]
-    if action not in _STATUS_OF:
+    if action not in (*_STATUS_OF, "quarantine", "release"):
         raise web.HTTPNotFound()
     ref = _ref(request)
+    actor = f"ui:{session.principal.name}"
+    inventory = request.app[INVENTORY]
     try:
-        await request.app[INVENTORY].set_status(ref, _STATUS_OF[action],
-                                                actor=f"ui:{session.principal.name}")
-        msg = f"{ref} is now {_STATUS_OF[action]}"
+        if action == "quarantine":
+            done = await inventory.quarantine(ref, "quarantined from the console", actor=actor)
+            msg = f"quarantined: {', '.join(done) or 'nothing new'}"
+        elif action == "release":
+            msg = f"released: {', '.join(await inventory.release(ref, actor=actor))}"
+        else:
+            await inventory.set_status(ref, _STATUS_OF[action], actor=actor)
+            msg = f"{ref} is now {_STATUS_OF[action]}"
     except NhiError as exc:
         msg = f"refused: {exc.message}"
     raise web.HTTPSeeOther(f"/ui/identities/{ref}?msg={quote(msg)}")
