@@ -135,8 +135,12 @@ async def cmd_identity_list(a: argparse.Namespace, s: Services) -> int:
 
 
 async def cmd_identity_show(a: argparse.Namespace, s: Services) -> int:
-    v = await s.inventory.get_identity(IdentityRef.parse(a.ref))
-    _emit(a, v, lambda: _identity_text(v))
+    ref = IdentityRef.parse(a.ref)
+    v = await s.inventory.get_identity(ref)
+    since, reason = await s.inventory.quarantine_state(ref)
+    quarantine = f"since {since.isoformat()} ({reason})" if since else "no"
+    _emit(a, {**to_json(v), "quarantined_at": to_json(since), "quarantine_reason": reason},
+          lambda: _identity_text(v) + f"\nquarantined  {quarantine}")
     return 0
 
 

@@ -140,7 +140,10 @@ async def add_identity(request: web.Request) -> web.Response:
 
 
 async def show_identity(request: web.Request) -> web.Response:
-    return _json(await request.app[INVENTORY].get_identity(_ref(request)))
+    inventory, ref = request.app[INVENTORY], _ref(request)
+    view = to_json(await inventory.get_identity(ref))
+    since, reason = await inventory.quarantine_state(ref)
+    return _json({**view, "quarantined_at": to_json(since), "quarantine_reason": reason})
 
 
 def _status_change(status: str) -> Handler:
