@@ -235,8 +235,10 @@ class AgentService:
                             f"until {now + self.pending_timeout:%Y-%m-%dT%H:%M:%SZ}")
         s.add(grant)
         await s.flush()
+        owner = await s.scalar(select(Owner.email).where(Owner.id == row.owner_id))
         after = {"label": f"{key}={value}", "status": grant.status,
-                 "duration_seconds": grant.duration_seconds, "reason": grant.reason}
+                 "duration_seconds": grant.duration_seconds, "reason": grant.reason,
+                 "owner": owner}
         await audit.append(s, actor=f"agent:{ref}", action="agent.grant.request",
                            target=ref, before=None, after=after, now=now)
         add_event(s, "agent.grant.requested", {"identity": ref, "id": grant.id, **after}, now)
@@ -358,6 +360,10 @@ class AgentService:
         add_event(s, "identity.created", {"identity": child_ref, "owner": owner.email,
                                           "scope": child.scope, "parent": str(caller.ref)}, now)
         bundle = await self.ca._issue(s, child, csr_pem, validity, now, actor=actor)
+        await audit.append(s, actor=actor, action="agent.spawn", target=child_ref, before=None,
+                           after={"parent": str(caller.ref), "owner": owner.email,
+                                  "scope": child.scope, "serial": bundle.serial,
+                                  "not_after": bundle.not_after.isoformat()}, now=now)
         add_event(s, "agent.spawned", {"identity": child_ref, "parent": str(caller.ref),
                                        "scope": child.scope, "serial": bundle.serial,
                                        "not_after": bundle.not_after.isoformat()}, now)

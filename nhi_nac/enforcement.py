@@ -32,6 +32,7 @@ from typing import Any
 import structlog
 from sqlalchemy import func, select
 
+from nhi_nac import audit
 from nhi_nac.coa.limits import COA_PORT
 from nhi_nac.coa.messages import (
     CoaAction,
@@ -42,7 +43,14 @@ from nhi_nac.coa.messages import (
 from nhi_nac.coa.sender import CoaSender
 from nhi_nac.outbox import add_event
 from nhi_nac.storage.db import Database
-from nhi_nac.storage.models import CoaRequest, NasClient, OutboxEvent, RadiusSession
+from nhi_nac.storage.models import (
+    CoaRequest,
+    Identity,
+    NasClient,
+    OutboxEvent,
+    Owner,
+    RadiusSession,
+)
 
 log = structlog.get_logger("nhi_nac.coa")
 
@@ -161,6 +169,16 @@ class Enforcer:
                     targets.append(SessionTarget(req.id, how, sess.identity, sess.nas, address,
                                                  secret.encode(), vendor, sess.acct_session_id,
                                                  sess.user_name, sess.mac))
+            # Every enforcement is audited, traced back to the identity's human owner.
+            touched: dict[str, list[str]] = {}
+            for t in targets:
+                touched.setdefault(t.identity, []).append(f"{t.nas}/{t.acct_session_id}")
+            owners = await _owners(s, list(touched))
+            for ident, sessions in sorted(touched.items()):
+                await audit.append(s, actor="enforcer", action="coa.enforce", target=ident,
+                                   before=None, after={"trigger": trigger, "kind": kind,
+                                                       "sessions": sessions,
+                                                       "owner": owners.get(ident)}, now=now)
         if not targets:
             return 0
         outcomes = await self.sender(targets)
@@ -187,6 +205,18 @@ class Enforcer:
                 await self.check()
             except Exception:  # noqa: BLE001 - keep enforcing after a failure
                 log.warning("coa.enforce_failed", exc_info=True)
+
+
+async def _owners(s: Any, refs: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for start in range(0, len(refs), 500):
+        chunk = refs[start : start + 500]
+        for kind, name, email in (await s.execute(
+                select(Identity.kind, Identity.name, Owner.email)
+                .join(Owner, Owner.id == Identity.owner_id)
+                .where((Identity.kind + "/" + Identity.name).in_(chunk)))).all():
+            found[f"{kind}/{name}"] = email
+    return found
 
 
 async def coa_status(db: Database, limit: int = 100) -> list[dict[str, Any]]:

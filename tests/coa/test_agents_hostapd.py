@@ -90,11 +90,11 @@ def test_grant_moves_an_agent_and_revocation_cascades(tmp_path: Path) -> None:
             return [r for r in lab.coa() if str(r["trigger"]).startswith(trigger)
                     and r["status"] == "acked"]
 
-        def bounce(name: str, vlan: int, trigger: str) -> None:
+        def bounce(name: str, vlan: int, trigger: str, wait: float = 15) -> None:
             """After a change: the session is ended by an ACKed Disconnect, and the next
             authentication lands on ``vlan``."""
             mac = STATIONS[name][1]
-            lab.until(lambda: acked(trigger), f"the Disconnect-ACK for {trigger}", 15)
+            lab.until(lambda: acked(trigger), f"the Disconnect-ACK for {trigger}", wait)
             lab.until(lambda: name not in lab.authorized(), f"{name} to lose AUTHORIZED", 10)
             lab.until(lambda: mac not in lab.stations(), f"hostapd to drop {name}'s entry")
             lab.wpa_cli(name, "reauthenticate")
@@ -113,7 +113,7 @@ def test_grant_moves_an_agent_and_revocation_cascades(tmp_path: Path) -> None:
                                     str(creds["port1"]), ns=lab.auth_ns))
         assert (answer["status"], answer["decided_by"]) == ("active", "policy"), answer
         bounce("port1", 310, "agent.grant.approved")
-        bounce("port1", 300, "agent.grant.expired")
+        bounce("port1", 300, "agent.grant.expired", GRANT_SECONDS + 15)
         grants = json.loads(lab.cli("--json", "agent", "grants", "--identity",
                                     "ai_agent/port1"))
         assert [g["status"] for g in grants] == ["expired"], grants
@@ -146,6 +146,13 @@ def test_grant_moves_an_agent_and_revocation_cascades(tmp_path: Path) -> None:
         certs = json.loads(lab.cli("--json", "cert", "list"))
         agent_certs = [c for c in certs if str(c["identity"]).startswith("ai_agent/")]
         assert agent_certs and {c["status"] for c in agent_certs} == {"revoked"}, certs
+        # Every enforcement is in the audit chain, traced to the human owner.
+        enforced = [(a["target"], json.loads(a["after"])) for a in json.loads(
+            lab.cli("--json", "audit", "show", "--limit", "200")) if a["action"] == "coa.enforce"]
+        assert {(t, after["owner"]) for t, after in enforced
+                if after["trigger"].startswith("certificate.revoked")} == {
+            (f"ai_agent/{n}", "ops@example.com") for n in STATIONS}, enforced
+        assert any(after["trigger"].startswith("agent.grant.approved") for _, after in enforced)
         assert serve.poll() is None, lab.debug()
     finally:
         lab.close()
