@@ -128,17 +128,23 @@ class ReplayGuard:
         self._seen[nonce] = now
 
 
-def verify_request(payload_bytes: bytes, payload: dict[str, Any], signature: bytes,
-                   certificate: x509.Certificate, issuer: x509.Certificate, *,
-                   method: str, path: str, body: bytes, now: datetime,
-                   revoked: bool) -> ProofClaims:
-    """Check a proof against the certificate it names; raise Unauthorized/Forbidden."""
-    if payload.get("cert_sha256") != certificate.fingerprint(hashes.SHA256()).hex():
-        raise Unauthorized("agent proof names another certificate")
+def check_issuer(certificate: x509.Certificate, issuer: x509.Certificate) -> None:
     try:
         certificate.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):
         raise Unauthorized("agent certificate was not issued by this CA") from None
+
+
+def verify_request(payload_bytes: bytes, payload: dict[str, Any], signature: bytes,
+                   certificate: x509.Certificate, issuer: x509.Certificate | None, *,
+                   method: str, path: str, body: bytes, now: datetime,
+                   revoked: bool) -> ProofClaims:
+    """Check a proof against the certificate it names; raise Unauthorized/Forbidden.
+    ``issuer`` None: the caller has already checked the certificate's issuer."""
+    if payload.get("cert_sha256") != certificate.fingerprint(hashes.SHA256()).hex():
+        raise Unauthorized("agent proof names another certificate")
+    if issuer is not None:
+        check_issuer(certificate, issuer)
     public = certificate.public_key()
     try:
         if isinstance(public, ed25519.Ed25519PublicKey):

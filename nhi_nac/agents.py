@@ -51,6 +51,8 @@ MAX_CEILING_LABELS = 32
 #: Default lifetime of a sub-agent's certificate when the request names none (never
 #: more than the parent certificate's remaining life).
 DEFAULT_CHILD_LIFETIME = dt.timedelta(hours=1)
+#: Parsed agent certificates kept (oldest dropped first).
+CERTIFICATE_CACHE = 10_000
 #: Pending and active grants one agent may hold at once.
 MAX_OPEN_GRANTS = 32
 
@@ -77,6 +79,7 @@ class AgentCaller:
     identity_id: int
     serial: str
     not_after: dt.datetime
+    owner: str
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,8 @@ class AgentService:
         self.max_grant = parse_duration(config.max_grant)
         self.pending_timeout = parse_duration(config.pending_timeout)
         self.replays = agent_auth.ReplayGuard()
+        #: serial -> (PEM, parsed certificate already checked against the issuing CA).
+        self._certificates: dict[str, tuple[str, x509.Certificate]] = {}
 
     # -- authentication ------------------------------------------------------------------
 
@@ -156,23 +161,39 @@ class AgentService:
         """The agent behind a signed request, or a refusal saying why."""
         payload_bytes, payload, signature = agent_auth.parse_header(header)
         serial = format(int(payload["serial"], 16), "x")
-        cred = await s.scalar(select(Credential).where(
-            Credential.serial == serial, Credential.type == "certificate"))
-        if cred is None or cred.pem is None:
+        row = (await s.execute(
+            select(Credential.pem, Credential.status, Identity, Owner.status, Owner.email)
+            .join(Identity, Identity.id == Credential.identity_id)
+            .join(Owner, Owner.id == Identity.owner_id)
+            .where(Credential.serial == serial, Credential.type == "certificate"))).first()
+        if row is None or row[0] is None:
             raise Unauthorized("agent certificate unknown to this CA")
-        certificate = x509.load_pem_x509_certificate(cred.pem.encode())
+        pem, cred_status, ident, owner_status, owner = row
+        certificate = self._certificate(serial, str(pem))
         claims = agent_auth.verify_request(
-            payload_bytes, payload, signature, certificate,
-            self.ca._issuer().ca.certificate, method=method, path=path, body=body, now=now,
-            revoked=cred.status == "revoked")
+            payload_bytes, payload, signature, certificate, None, method=method, path=path,
+            body=body, now=now, revoked=cred_status == "revoked")
         self.replays.check(claims.nonce)
-        row = await s.get(Identity, cred.identity_id)
-        assert row is not None
-        if row.kind != IdentityKind.AI_AGENT.value:
-            raise Forbidden(f"{_ref(row)} is not an ai_agent")
-        ref = IdentityRef(IdentityKind(row.kind), row.name)
-        await active_identity(s, ref)
-        return AgentCaller(ref, row.id, serial, certificate.not_valid_after_utc)
+        ref = IdentityRef(IdentityKind(ident.kind), ident.name)
+        if ident.kind != IdentityKind.AI_AGENT.value:
+            raise Forbidden(f"{ref} is not an ai_agent")
+        if ident.status != "active":
+            raise Forbidden(f"identity {ref} is {ident.status}")
+        if owner_status != "active":
+            raise Forbidden(f"owner {owner} of {ref} has departed")
+        return AgentCaller(ref, ident.id, serial, certificate.not_valid_after_utc, owner)
+
+    def _certificate(self, serial: str, pem: str) -> x509.Certificate:
+        """The parsed certificate, checked once against our issuing CA, then cached."""
+        cached = self._certificates.get(serial)
+        if cached is not None and cached[0] == pem:
+            return cached[1]
+        certificate = x509.load_pem_x509_certificate(pem.encode())
+        agent_auth.check_issuer(certificate, self.ca._issuer().ca.certificate)
+        if len(self._certificates) >= CERTIFICATE_CACHE:
+            self._certificates.pop(next(iter(self._certificates)))
+        self._certificates[serial] = (pem, certificate)
+        return certificate
 
     # -- ceiling ---------------------------------------------------------------------------
 
@@ -235,10 +256,9 @@ class AgentService:
                             f"until {now + self.pending_timeout:%Y-%m-%dT%H:%M:%SZ}")
         s.add(grant)
         await s.flush()
-        owner = await s.scalar(select(Owner.email).where(Owner.id == row.owner_id))
         after = {"label": f"{key}={value}", "status": grant.status,
                  "duration_seconds": grant.duration_seconds, "reason": grant.reason,
-                 "owner": owner}
+                 "owner": caller.owner}
         await audit.append(s, actor=f"agent:{ref}", action="agent.grant.request",
                            target=ref, before=None, after=after, now=now)
         add_event(s, "agent.grant.requested", {"identity": ref, "id": grant.id, **after}, now)
