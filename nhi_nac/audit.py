@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nhi_nac.storage.models import AuditHead, AuditRecord, table_of
@@ -159,3 +160,37 @@ async def append_many(
         prev = digest
     await session.execute(insert(table_of(AuditRecord)), rows)
     head.seq, head.hash = seq, prev
+
+
+_HEAD = table_of(AuditHead)
+_HEAD_FOR_UPDATE = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+_INSERT_RECORDS = insert(table_of(AuditRecord))
+_INSERT_HEAD = insert(_HEAD)
+_UPDATE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
+
+
+def append_many_sync(
+    conn: Connection,
+    entries: Sequence[tuple[str, str, str, Mapping[str, Any] | None, Mapping[str, Any] | None]],
+    now: dt.datetime,
+) -> None:
+    """:func:`append_many` on a synchronous connection (``Database.run_write``): the same
+    chain and hashes, one head lock."""
+    if not entries:
+        return
+    head = conn.execute(_HEAD_FOR_UPDATE).first()
+    seq, prev = (head[0], head[1]) if head is not None else (0, GENESIS_HASH)
+    at = now.astimezone(dt.UTC)
+    rows: list[dict[str, Any]] = []
+    for actor, action, target, before, after in entries:
+        seq += 1
+        b, a = _dump(before), _dump(after)
+        digest = record_hash(prev, seq, at, actor, action, target, b, a)
+        rows.append({"seq": seq, "at": at, "actor": actor, "action": action, "target": target,
+                     "before": b, "after": a, "prev_hash": prev, "hash": digest})
+        prev = digest
+    conn.execute(_INSERT_RECORDS, rows)
+    if head is None:
+        conn.execute(_INSERT_HEAD, {"id": 1, "seq": seq, "hash": prev})
+    else:
+        conn.execute(_UPDATE_HEAD, {"seq": seq, "hash": prev})

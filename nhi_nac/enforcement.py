@@ -91,6 +91,12 @@ class SendOutcome:
 Sender = Callable[[Sequence[SessionTarget]], Awaitable[Sequence[SendOutcome]]]
 
 
+#: The event types the enforcer acts on (see :func:`affected`).
+ENFORCED_EVENTS = ("segments.applied", "identity.suspended", "identity.retired",
+                   "certificate.revoked", "owner.departed", "identity.quarantined",
+                   "identity.released", "agent.grant.approved", "agent.grant.expired")
+
+
 def affected(event_type: str, payload: dict[str, Any]) -> tuple[str, list[str]]:
     """(kind of request, identities) an event asks to enforce; empty if none."""
     if event_type == "segments.applied":
@@ -128,9 +134,11 @@ class Enforcer:
         if self._last_event is None:
             await self.start()
         async with self.db.read() as s:
+            newest = await s.scalar(select(func.max(OutboxEvent.id)))
             events = (await s.execute(select(OutboxEvent.id, OutboxEvent.type,
                                              OutboxEvent.payload)
-                                      .where(OutboxEvent.id > (self._last_event or 0))
+                                      .where(OutboxEvent.id > (self._last_event or 0),
+                                             OutboxEvent.type.in_(ENFORCED_EVENTS))
                                       .order_by(OutboxEvent.id).limit(1000))).all()
         sent = 0
         if events and self.prepare is not None:
@@ -140,6 +148,8 @@ class Enforcer:
             if identities:
                 sent += await self.enforce(identities, kind, f"{etype}#{event_id}")
             self._last_event = event_id
+        if len(events) < 1000 and newest is not None:
+            self._last_event = max(self._last_event or 0, int(newest))
         return sent
 
     async def enforce(self, identities: Iterable[str], kind: str, trigger: str) -> int:

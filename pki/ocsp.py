@@ -142,10 +142,18 @@ class OcspResponder:
             request, nonce = self.parse_request(request_der)
         except MalformedOcspRequest:
             return MALFORMED_REQUEST
-        hashes_for = self._issuer_hashes.get(request.hash_algorithm.name)
-        if hashes_for != (request.issuer_name_hash, request.issuer_key_hash):
+        if not self.is_ours(request):
             return UNAUTHORIZED
         return self.build_response(request, nonce, self._lookup(request.serial_number), now)
+
+    def is_ours(self, request: ocsp.OCSPRequest) -> bool:
+        """Whether the CertID names our issuer (else the answer is ``UNAUTHORIZED``).
+
+        A caller that looks the status up asynchronously uses ``parse_request``, this
+        and ``build_response`` instead of ``respond``, and parses the request once.
+        """
+        hashes_for = self._issuer_hashes.get(request.hash_algorithm.name)
+        return hashes_for == (request.issuer_name_hash, request.issuer_key_hash)
 
     def parse_request(self, request_der: bytes) -> tuple[ocsp.OCSPRequest, bytes | None]:
         """Decode a request and its nonce; raises ``MalformedOcspRequest`` with the reason."""

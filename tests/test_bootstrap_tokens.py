@@ -68,3 +68,33 @@ async def test_no_token_for_inactive_identity_or_departed_owner(inventory: Inven
     await inventory.offboard_owner("alice@example.com", actor="t")
     with pytest.raises(Forbidden, match="departed"):
         await create_bootstrap_token(inventory, REF, actor="t")
+
+
+async def test_bulk_minting_is_all_or_nothing_with_one_record_each(inventory: Inventory) -> None:
+    from sqlalchemy import func, select
+
+    from nhi_nac.bootstrap_tokens import create_bootstrap_tokens
+    from nhi_nac.storage.models import AuditRecord, EnrollmentToken, OutboxEvent
+
+    await _setup(inventory)
+    await inventory.add_identity(NewIdentity.build("workload", "web", "alice@example.com"),
+                                 actor="t")
+    refs = [REF, IdentityRef.parse("workload/web")]
+
+    async def counts() -> tuple[int, ...]:
+        async with inventory.db.read() as s:
+            return tuple([int(await s.scalar(select(func.count()).select_from(m)) or 0)
+                          for m in (EnrollmentToken, AuditRecord, OutboxEvent)])
+
+    before = await counts()
+    with pytest.raises(InvalidInput, match="no identity workload/ghost"):
+        await create_bootstrap_tokens(inventory, [*refs, IdentityRef.parse("workload/ghost")],
+                                      actor="t")
+    assert await counts() == before
+    minted = await create_bootstrap_tokens(inventory, refs, actor="t")
+    assert len({t for t, _ in minted}) == 2
+    assert await counts() == tuple(n + 2 for n in before)
+    for (token, _), ref in zip(minted, refs, strict=True):
+        async with inventory.db.transaction() as s:
+            ident = await consume_bootstrap_token(s, token, inventory.clock())
+        assert (ident.kind, ident.name) == (ref.kind.value, ref.name)

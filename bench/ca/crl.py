@@ -8,7 +8,8 @@ Usage (same NHI_NAC_* environment as the server; run with the server stopped):
 2. the service path: ENTRIES revoked certificate rows are bulk-inserted into the
    database, then ``CaService.revoke(serial=REVOKE_SERIAL)`` (what ``nhi-nac cert revoke``
    and the API run: mark revoked, then re-sign the CRL from the database) and
-   ``CaService.publish_crl()`` are timed.
+   ``CaService.publish_crl()`` are timed, with the longest stall of the event loop during
+   each (a 1 ms ticker; what requests served meanwhile would wait at most).
 """
 
 from __future__ import annotations
@@ -29,6 +30,30 @@ from nhi_nac.storage.models import Credential, Identity
 from pki import RevokedEntry, build_crl
 
 REASONS = [x509.ReasonFlags.key_compromise] + [x509.ReasonFlags.unspecified] * 9
+
+
+class StallMeter:
+    """The longest gap between 1 ms ticks of the event loop while running."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            self.worst = max(self.worst, now - last)
+            last = now
+
+    def __enter__(self) -> StallMeter:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
 
 
 async def main(entries: int, reps: int, serial: str | None) -> None:
@@ -65,13 +90,16 @@ async def main(entries: int, reps: int, serial: str | None) -> None:
                 await ses.execute(insert(Credential), rows[i:i + 5000])
         ins = time.perf_counter() - t
         t = time.perf_counter()
-        done = await s.ca.revoke(serial=serial, reason="keyCompromise", actor="bench/ca")
-        rev = time.perf_counter() - t
+        with StallMeter() as m1:
+            done = await s.ca.revoke(serial=serial, reason="keyCompromise", actor="bench/ca")
+            rev = time.perf_counter() - t
         t = time.perf_counter()
-        crl = await s.ca.publish_crl()
-        pub = time.perf_counter() - t
+        with StallMeter() as m2:
+            crl = await s.ca.publish_crl()
+            pub = time.perf_counter() - t
         print(f"crl_service (rows inserted in {ins:.1f}s): revoke 1 cert with {entries} already "
-              f"revoked (re-signs CRL) {rev:.2f}s; publish_crl {pub:.2f}s "
+              f"revoked (re-signs CRL) {rev:.2f}s (event loop stalled <= {m1.worst * 1e3:.0f} ms); "
+              f"publish_crl {pub:.2f}s (stalled <= {m2.worst * 1e3:.0f} ms) "
               f"entries={crl.entries} der={len(crl.der) / 1e6:.1f}MB revoked={done}")
     finally:
         await s.close()

@@ -5,7 +5,8 @@ Usage (with the same NHI_NAC_* environment as the server, server may be stopped)
 
 For identities workload/PREFIX-0 .. PREFIX-(COUNT-1) (created beforehand with
 ``nhi-nac import``), mints one single-use token each with
-``nhi_nac.bootstrap_tokens.create_bootstrap_token`` against the configured database,
+``nhi_nac.bootstrap_tokens.create_bootstrap_tokens`` (1,000 per transaction) against the
+configured database,
 generates a fresh P-256 key per identity and writes one JSON body per line:
 {"token": T, "csr": "<PEM with SAN spiffe://<td>/workload/NAME>"}.
 """
@@ -19,10 +20,13 @@ import sys
 import time
 
 from nhi_nac.app import build
-from nhi_nac.bootstrap_tokens import create_bootstrap_token
+from nhi_nac.bootstrap_tokens import create_bootstrap_tokens
 from nhi_nac.config import load_config
 from nhi_nac.domain import IdentityRef
 from pki import build_csr, generate_private_key
+
+#: Tokens minted per transaction.
+CHUNK = 1000
 
 
 async def main(prefix: str, count: int, out: str) -> None:
@@ -33,14 +37,15 @@ async def main(prefix: str, count: int, out: str) -> None:
     try:
         await services.db.check_schema()
         with open(out, "w") as f:
-            for i in range(count):
-                name = f"{prefix}-{i}"
-                token, _ = await create_bootstrap_token(
-                    services.inventory, IdentityRef.parse(f"workload/{name}"),
+            for start in range(0, count, CHUNK):
+                names = [f"{prefix}-{i}" for i in range(start, min(count, start + CHUNK))]
+                minted = await create_bootstrap_tokens(
+                    services.inventory, [IdentityRef.parse(f"workload/{n}") for n in names],
                     dt.timedelta(hours=1), actor="bench/ca")
-                key = generate_private_key("p256")
-                csr = build_csr(key, f"spiffe://{td}/workload/{name}").decode()
-                f.write(json.dumps({"token": token, "csr": csr}) + "\n")
+                for name, (token, _) in zip(names, minted, strict=True):
+                    key = generate_private_key("p256")
+                    csr = build_csr(key, f"spiffe://{td}/workload/{name}").decode()
+                    f.write(json.dumps({"token": token, "csr": csr}) + "\n")
     finally:
         await services.close()
     took = time.perf_counter() - t0

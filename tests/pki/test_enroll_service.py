@@ -1,0 +1,315 @@
+"""Enrollment through the HTTP endpoint (POST /pki/v1/enroll) on both storage backends.
+
+Every refusal shows its reason and stores nothing: no credential row, no audit record, no
+outbox event, and the token stays usable (a refused request does not burn it). Requests
+that arrive together are written in one transaction (group commit); each still gets its
+own certificate or its own refusal, and a token used twice at once issues once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from sqlalchemy import func, select
+
+import pki
+from nhi_nac import audit
+from nhi_nac.api.server import make_app
+from nhi_nac.bootstrap_tokens import create_bootstrap_token, create_bootstrap_tokens
+from nhi_nac.ca_service import CaService
+from nhi_nac.config import Config
+from nhi_nac.domain import IdentityRef
+from nhi_nac.errors import InvalidInput
+from nhi_nac.inventory import Inventory, NewIdentity
+from nhi_nac.storage.db import Database
+from nhi_nac.storage.models import AuditRecord, Credential, EnrollmentToken, OutboxEvent
+
+OWNER = "alice@example.com"
+TD = "nhi.example"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = dt.datetime.now(dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@dataclass
+class Lab:
+    inv: Inventory
+    clock: Clock
+    ca: CaService
+    client: TestClient[Any, Any]
+
+    async def token(self, ref: str, ttl: str = "15m") -> str:
+        minutes = int(ttl.rstrip("m"))
+        token, _ = await create_bootstrap_token(self.inv, IdentityRef.parse(ref),
+                                                dt.timedelta(minutes=minutes), actor="t")
+        return token
+
+    async def enroll(self, token: str, csr: bytes, validity: str | None = None
+                     ) -> tuple[int, dict[str, Any]]:
+        body: dict[str, Any] = {"token": token, "csr": csr.decode()}
+        if validity:
+            body["validity"] = validity
+        r = await self.client.post("/pki/v1/enroll", json=body)
+        return r.status, await r.json(content_type=None)
+
+    async def counts(self) -> tuple[int, int, int, int]:
+        """(credentials, audit records, outbox events, used tokens)."""
+        async with self.inv.db.read() as s:
+            return (
+                int(await s.scalar(select(func.count()).select_from(Credential)) or 0),
+                int(await s.scalar(select(func.count()).select_from(AuditRecord)) or 0),
+                int(await s.scalar(select(func.count()).select_from(OutboxEvent)) or 0),
+                int(await s.scalar(select(func.count()).select_from(EnrollmentToken)
+                                   .where(EnrollmentToken.used_at.is_not(None))) or 0),
+            )
+
+
+@pytest.fixture
+async def lab(database: Database, tmp_path: Path) -> AsyncIterator[Lab]:
+    clock = Clock()
+    inv = Inventory(database, clock)
+    (tmp_path / "data").mkdir()
+    ca = CaService(inv, Config(data_dir=str(tmp_path / "data")))
+    ca.init_hierarchy(clock.now - dt.timedelta(minutes=5))
+    await inv.add_owner(OWNER, "Alice", "platform", actor="t")
+    await inv.add_owner("bob@example.com", "Bob", "platform", actor="t")
+    for name, owner, scope in (("api", OWNER, {"dns": "api.nhi.example"}),
+                               ("billing", OWNER, {}), ("batch", "bob@example.com", {})):
+        await inv.add_identity(NewIdentity.build("workload", name, owner, scope=scope),
+                               actor="t")
+    async with TestClient(TestServer(make_app(inv, ca=ca), host="127.0.0.1", port=0)) as c:
+        yield Lab(inv, clock, ca, c)
+
+
+def csr_for(name: str, key: Any = None, dns: tuple[str, ...] = ()) -> bytes:
+    return pki.build_csr(key or pki.generate_private_key("p256"),
+                         f"spiffe://{TD}/workload/{name}", dns)
+
+
+async def refused(lab: Lab, token: str, csr: bytes, status: int, reason: str,
+                  validity: str | None = None) -> None:
+    """The request is refused with ``reason``, and nothing at all was stored."""
+    before = await lab.counts()
+    code, body = await lab.enroll(token, csr, validity)
+    assert (code, reason in body.get("detail", "")) == (status, True), body
+    assert await lab.counts() == before
+
+
+# -- each refusal: its reason, and nothing stored -----------------------------------------
+
+
+async def test_unknown_token_and_unknown_identity(lab: Lab) -> None:
+    await refused(lab, "nhb_" + "x" * 43, csr_for("api"), 403, "invalid bootstrap token")
+    await refused(lab, "not-a-token", csr_for("api"), 403, "invalid bootstrap token")
+    # No token can be minted for an identity that does not exist.
+    with pytest.raises(InvalidInput, match="no identity workload/ghost"):
+        await create_bootstrap_token(lab.inv, IdentityRef.parse("workload/ghost"), actor="t")
+
+
+async def test_inactive_identity(lab: Lab) -> None:
+    token = await lab.token("workload/api")
+    await lab.inv.set_status(IdentityRef.parse("workload/api"), "suspended", actor="t")
+    await refused(lab, token, csr_for("api"), 403, "identity workload/api is suspended")
+    await lab.inv.set_status(IdentityRef.parse("workload/api"), "active", actor="t")
+    code, _ = await lab.enroll(token, csr_for("api"))
+    assert code == 201  # the refusal did not burn the token
+
+
+async def test_owner_not_active(lab: Lab) -> None:
+    token = await lab.token("workload/batch")
+    await lab.inv.offboard_owner("bob@example.com", actor="t")
+    await refused(lab, token, csr_for("batch"), 403, "bob@example.com of workload/batch")
+
+
+async def test_token_reuse(lab: Lab) -> None:
+    token = await lab.token("workload/api")
+    code, _ = await lab.enroll(token, csr_for("api"))
+    assert code == 201
+    await refused(lab, token, csr_for("api"), 403, "bootstrap token already used")
+
+
+async def test_expired_token(lab: Lab) -> None:
+    token = await lab.token("workload/api", ttl="1m")
+    lab.clock.now += dt.timedelta(minutes=1, seconds=1)
+    await refused(lab, token, csr_for("api"), 403, "bootstrap token expired")
+
+
+async def test_token_for_another_identity(lab: Lab) -> None:
+    token = await lab.token("workload/billing")
+    await refused(lab, token, csr_for("api"), 400,
+                  f"this identity is spiffe://{TD}/workload/billing")
+
+
+async def test_bad_csr_signature(lab: Lab) -> None:
+    token = await lab.token("workload/api")
+    der = x509.load_pem_x509_csr(csr_for("api")).public_bytes(serialization.Encoding.DER)
+    tampered = der[:-1] + bytes([der[-1] ^ 1])
+    pem = x509.load_der_x509_csr(tampered).public_bytes(serialization.Encoding.PEM)
+    await refused(lab, token, pem, 400, "CSR signature does not verify")
+    await refused(lab, token, b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n"
+                  b"-----END CERTIFICATE REQUEST-----\n", 400, "CSR refused")
+
+
+@pytest.mark.parametrize(("key", "reason"), [
+    (lambda: rsa.generate_private_key(65537, 1024), "RSA key of 1024 bits"),
+    (lambda: ec.generate_private_key(ec.SECP521R1()), "elliptic curve secp521r1"),
+])
+async def test_disallowed_key_type(lab: Lab, key: Any, reason: str) -> None:
+    token = await lab.token("workload/api")
+    await refused(lab, token, csr_for("api", key()), 400, reason)
+
+
+async def test_ca_true_requested(lab: Lab) -> None:
+    token = await lab.token("workload/api")
+    key = pki.generate_private_key("p256")
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+           .add_extension(x509.SubjectAlternativeName(
+               [x509.UniformResourceIdentifier(f"spiffe://{TD}/workload/api")]), False)
+           .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+           .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    await refused(lab, token, csr, 400, "CA:TRUE")
+
+
+async def test_names_outside_policy(lab: Lab) -> None:
+    token = await lab.token("workload/api")
+    await refused(lab, token, csr_for("api", dns=("evil.example.com",)), 400,
+                  "DNS name 'evil.example.com'")
+    # The name the identity's scope allows is issued.
+    code, body = await lab.enroll(token, csr_for("api", dns=("api.nhi.example",)))
+    assert code == 201, body
+
+
+async def test_key_already_bound_to_another_identity(lab: Lab) -> None:
+    key = pki.generate_private_key("p256")
+    code, _ = await lab.enroll(await lab.token("workload/api"), csr_for("api", key))
+    assert code == 201
+    await refused(lab, await lab.token("workload/billing"), csr_for("billing", key), 400,
+                  "already bound to another identity (workload/api)")
+    # The same identity may certify its key again.
+    code, _ = await lab.enroll(await lab.token("workload/api"), csr_for("api", key))
+    assert code == 201
+
+
+async def test_validity_beyond_the_profile_maximum(lab: Lab) -> None:
+    token = await lab.token("workload/api")
+    await refused(lab, token, csr_for("api"), 400, "exceeds the workload profile's maximum",
+                  validity="30d")
+
+
+# -- group commit ---------------------------------------------------------------------------
+
+
+async def test_a_token_used_at_once_is_issued_once(lab: Lab) -> None:
+    token = await lab.token("workload/api")
+    before = await lab.counts()
+    results = await asyncio.gather(*[lab.enroll(token, csr_for("api")) for _ in range(6)])
+    codes = sorted(code for code, _ in results)
+    assert codes == [201, 403, 403, 403, 403, 403], results
+    assert all("already used" in b["detail"] for c, b in results if c == 403)
+    assert await lab.counts() == (before[0] + 1, before[1] + 1, before[2] + 1, before[3] + 1)
+
+
+async def test_one_bad_request_does_not_fail_the_others(lab: Lab) -> None:
+    refs = ["workload/api", "workload/billing", "workload/batch"]
+    minted = await create_bootstrap_tokens(lab.inv, [IdentityRef.parse(r) for r in refs],
+                                           dt.timedelta(minutes=5), actor="t")
+    (api, _), (billing, _), (batch, _) = minted
+    before = await lab.counts()
+    results = await asyncio.gather(
+        lab.enroll(api, csr_for("api")),
+        lab.enroll(billing, csr_for("api")),              # wrong identity in the CSR
+        lab.enroll(batch, csr_for("batch")),
+        lab.enroll("nhb_" + "y" * 43, csr_for("batch")),  # unknown token
+        lab.enroll(batch, csr_for("batch")),              # the same token again
+    )
+    codes = [code for code, _ in results]
+    assert codes == [201, 400, 201, 403, 403], results
+    assert "this identity is" in results[1][1]["detail"]
+    assert "invalid bootstrap token" in results[3][1]["detail"]
+    assert "already used" in results[4][1]["detail"]
+    issued = [x509.load_pem_x509_certificate(results[i][1]["certificate_pem"].encode())
+              for i in (0, 2)]
+    sans = [c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            .get_values_for_type(x509.UniformResourceIdentifier) for c in issued]
+    assert sans == [[f"spiffe://{TD}/workload/api"], [f"spiffe://{TD}/workload/batch"]]
+    assert await lab.counts() == (before[0] + 2, before[1] + 2, before[2] + 2, before[3] + 2)
+    # The billing token was not burned by its refusal.
+    code, _ = await lab.enroll(billing, csr_for("billing"))
+    assert code == 201
+    async with lab.inv.db.read() as s:
+        verdict = await audit.verify_chain(s)
+    assert verdict.ok, verdict.describe()
+    async with lab.inv.db.read() as s:
+        rows = (await s.execute(select(OutboxEvent.type, OutboxEvent.payload)
+                                .where(OutboxEvent.type == "certificate.issued"))).all()
+    assert sorted(p["identity"] for _, p in rows) == sorted(refs)
+
+
+async def test_ocsp_answers_revocation_from_memory_and_drops_cached_answers(lab: Lab) -> None:
+    from cryptography.x509 import ocsp
+
+    lab.ca.issue_service_certificates(lab.clock.now)
+    code, body = await lab.enroll(await lab.token("workload/api"), csr_for("api"))
+    assert code == 201
+    cert = x509.load_pem_x509_certificate(body["certificate_pem"].encode())
+    issuer = x509.load_pem_x509_certificate(body["chain_pem"].encode())
+    request = (ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1())
+               .build().public_bytes(serialization.Encoding.DER))
+
+    async def status() -> ocsp.OCSPCertStatus:
+        r = await lab.client.post("/pki/v1/ocsp", data=request,
+                                  headers={"Content-Type": "application/ocsp-request"})
+        return ocsp.load_der_ocsp_response(await r.read()).certificate_status
+
+    assert await status() == ocsp.OCSPCertStatus.GOOD
+    assert await status() == ocsp.OCSPCertStatus.GOOD  # served from the cache
+    await lab.ca.revoke(serial=body["serial"], reason="keyCompromise", actor="t")
+    assert lab.ca.is_revoked(cert.serial_number) is True
+    assert await status() == ocsp.OCSPCertStatus.REVOKED
+    crl = x509.load_der_x509_crl((Path(lab.ca.dir) / "crl.der").read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ("UPDATE enrollment_tokens SET used_at = created_at", "bootstrap token already used"),
+    ("UPDATE identities SET status = 'suspended' WHERE name = 'api'",
+     "identity workload/api is suspended"),
+])
+async def test_a_change_between_check_and_write_is_caught_in_the_write(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch, change: str, reason: str) -> None:
+    """Another node burns the token, or an admin suspends the identity, after the batch
+    read them: the conditional burn in the write transaction refuses, with the reason."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import Connection
+
+    import nhi_nac.ca_service as ca_service
+
+    token = await lab.token("workload/api")
+    real = ca_service._key_holders
+
+    def meanwhile(conn: Connection, fingerprints: Any) -> Any:
+        conn.execute(text(change))
+        conn.commit()
+        return real(conn, fingerprints)
+
+    monkeypatch.setattr(ca_service, "_key_holders", meanwhile)
+    before = await lab.counts()
+    code, body = await lab.enroll(token, csr_for("api"))
+    assert (code, reason in body["detail"]) == (403, True), body
+    after = await lab.counts()
+    assert after[:3] == before[:3]  # no credential, audit record or event
