@@ -334,6 +334,11 @@ class CaService:
             raise InvalidInput(f"CSR larger than {MAX_CSR_BYTES} bytes")
         dns = [v for k, v in ident.scope.items()
                if k == DNS_SCOPE_KEY or k.startswith(DNS_SCOPE_KEY + ".")]
+        if ident.parent_id is not None:
+            limit = (await s.run_sync(
+                lambda sync: _parent_certificates(sync.connection(), [ident.id]))).get(ident.id)
+            if limit is not None:
+                validity = child_validity(profile, validity, *limit, now)
         bindings = await self._key_bindings(s, csr_pem)
         issuer = self._issuer()
         try:
@@ -411,12 +416,17 @@ class CaService:
                 p.done.set_exception(exc)
         fingerprints = sorted({c.key_fingerprint for c in candidates})
         holders = await db.run_read(lambda conn: _key_holders(conn, fingerprints))
+        ids = [c.identity_id for c in candidates]
+        parents = await db.run_read(lambda conn: _parent_certificates(conn, ids))
         accepted: list[tuple[_Candidate, pki.IssuedCertificate]] = []
         claimed: set[int] = set()
         for c in candidates:
             try:
                 if c.token_id in claimed:
                     raise Forbidden("bootstrap token already used")
+                if c.identity_id in parents:
+                    c.pending.validity = child_validity(
+                        c.profile, c.pending.validity, *parents[c.identity_id], now)
                 cert = self._sign(issuer, c, holders, now)
             except NhiError as exc:
                 c.pending.done.set_exception(exc)
@@ -769,6 +779,17 @@ _CONSUME_TOKENS = (
     .returning(_TOKENS.c.id)
 )
 _IDENTITIES = table_of(Identity)
+_PARENT = _IDENTITIES.alias("parent")
+_CREDS = table_of(Credential)
+_PARENT_CERTIFICATES = (
+    select(_IDENTITIES.c.id, _PARENT.c.kind, _PARENT.c.name,
+           select(func.max(_CREDS.c.expires_at))
+           .where(_CREDS.c.identity_id == _PARENT.c.id, _CREDS.c.type == "certificate",
+                  _CREDS.c.status == "active")
+           .scalar_subquery())
+    .join(_PARENT, _PARENT.c.id == _IDENTITIES.c.parent_id)
+    .where(_IDENTITIES.c.id.in_(bindparam("ids", expanding=True)))
+)
 _MARK_ROTATED = (
     update(_IDENTITIES)
     .where(_IDENTITIES.c.id.in_(bindparam("ids", expanding=True)))
@@ -818,6 +839,36 @@ def _admit(p: _PendingEnrollment, row: Any, now: dt.datetime) -> _Candidate:
                 if k == DNS_SCOPE_KEY or k.startswith(DNS_SCOPE_KEY + "."))
     return _Candidate(p, row.token_id, row.identity_id, row.kind, row.name, profile, dns, csr,
                       fp)
+
+
+def child_validity(profile: str, requested: dt.timedelta | None, parent: str,
+                   parent_not_after: dt.datetime | None, now: dt.datetime) -> dt.timedelta:
+    """A child identity's certificate never outlives its parent's: a request beyond the
+    parent's remaining life is refused with the reason; no request gets the profile
+    default, shortened to what the parent has left."""
+    if parent_not_after is None or parent_not_after <= now:
+        raise Forbidden(f"parent {parent} holds no valid certificate; a child's "
+                        f"certificate cannot outlive its parent's")
+    remaining = parent_not_after - now
+    if requested is not None:
+        if requested > remaining:
+            raise InvalidInput(f"a child certificate cannot outlive its parent's: "
+                               f"{int(requested.total_seconds())}s asked, {parent}'s "
+                               f"certificate ends in {int(remaining.total_seconds())}s")
+        return requested
+    return min(pki.get_profile(profile).default_validity, remaining)
+
+
+def _parent_certificates(conn: Connection, identity_ids: Sequence[int]
+                         ) -> dict[int, tuple[str, dt.datetime | None]]:
+    """For each identity with a parent: (parent ref, the parent's latest active
+    certificate's notAfter or None)."""
+    found: dict[int, tuple[str, dt.datetime | None]] = {}
+    if identity_ids:
+        for iid, kind, name, not_after in conn.execute(
+                _PARENT_CERTIFICATES, {"ids": list(identity_ids)}):
+            found[iid] = (f"{kind}/{name}", not_after)
+    return found
 
 
 def _token_rows(conn: Connection, hashes: Sequence[str]) -> dict[str, Any]:

@@ -388,3 +388,25 @@ async def test_fan_out_and_the_widen_spawn_move_sequence(lab: Lab) -> None:
     assert seq.evidence["widened_at"] < seq.evidence["spawned_at"] < seq.evidence["new_site_at"]
     tree = await lab.agents.tree(IdentityRef.parse("ai_agent/planner"))
     assert all(n.quarantined for n in tree) and len(tree) == 4
+
+
+async def test_a_child_enrolled_by_token_never_outlives_its_parent(lab: Lab) -> None:
+    await lab.inv.add_identity(NewIdentity.build("ai_agent", "kid", OWNER, scope={"env": "prod"},
+                                                 parent="ai_agent/planner"), actor="t")
+    before = await lab.counts()
+    token, _ = await create_bootstrap_token(lab.inv, IdentityRef.parse("ai_agent/kid"),
+                                            actor="t")
+    e = pki.new_enrollment("p256")
+    with pytest.raises(Exception, match="holds no valid certificate"):
+        await lab.ca.enroll(token, e.csr_pem)
+    assert (await lab.counts())[1] == before[1]  # no credential stored
+    parent = await lab.enroll("ai_agent/planner", "20m")
+    for validity, expect in ((dt.timedelta(minutes=30), "cannot outlive its parent"),):
+        token, _ = await create_bootstrap_token(lab.inv, IdentityRef.parse("ai_agent/kid"),
+                                                actor="t")
+        with pytest.raises(Exception, match=expect):
+            await lab.ca.enroll(token, pki.new_enrollment("p256").csr_pem, validity)
+    token, _ = await create_bootstrap_token(lab.inv, IdentityRef.parse("ai_agent/kid"),
+                                            actor="t")
+    bundle = await lab.ca.enroll(token, pki.new_enrollment("p256").csr_pem)
+    assert bundle.not_after <= parent.cert.not_valid_after_utc  # default 1 h, cut to 20 min
