@@ -63,7 +63,15 @@ from nhi_nac.bootstrap_tokens import (
 )
 from nhi_nac.config import Config
 from nhi_nac.domain import IdentityKind, IdentityRef, IdentityStatus, OwnerStatus
-from nhi_nac.errors import Conflict, Forbidden, InternalError, InvalidInput, NhiError, NotFound
+from nhi_nac.errors import (
+    Conflict,
+    Forbidden,
+    InternalError,
+    InvalidInput,
+    NhiError,
+    NotFound,
+    Unavailable,
+)
 from nhi_nac.inventory import Inventory
 from nhi_nac.outbox import add_event
 from nhi_nac.radius_service import TLS_DIR
@@ -374,7 +382,7 @@ class CaService:
         if not token.startswith(BOOTSTRAP_PREFIX) or len(token) > MAX_TOKEN_LENGTH:
             raise Forbidden("invalid bootstrap token")
         if len(self._enroll_queue) >= MAX_ENROLL_QUEUE:
-            raise InternalError(f"more than {MAX_ENROLL_QUEUE} enrollments waiting; retry")
+            raise Unavailable(f"more than {MAX_ENROLL_QUEUE} enrollments waiting; retry")
         pending = _PendingEnrollment(token_digest(token), csr_pem, validity,
                                      asyncio.get_running_loop().create_future())
         self._enroll_queue.append(pending)

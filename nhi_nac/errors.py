@@ -50,6 +50,13 @@ class Unauthorized(NhiError):
     title = "Unauthorized"
 
 
+class Unavailable(NhiError):
+    """Overloaded for now (a full queue); the client should retry later."""
+
+    status = 503
+    title = "Service unavailable"
+
+
 class ConfigError(NhiError):
     """A configuration value is invalid; start-up stops with this one line."""
 

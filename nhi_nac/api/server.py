@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -46,6 +47,23 @@ class ApiMetrics:
                                 ["method", "route", "status"], registry=registry)
         self.latency = Histogram("nhi_api_request_seconds", "API request latency",
                                  ["method", "route"], registry=registry)
+        # Label children are looked up once per (method, route[, status]), not per request.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[tuple[str, str], Any] = {}
+
+    def request_counter(self, method: str, route: str, status: int) -> Any:
+        key = (method, route, status)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = self.requests.labels(method, route, str(status))
+        return child
+
+    def latency_histogram(self, method: str, route: str) -> Any:
+        key = (method, route)
+        child = self._histograms.get(key)
+        if child is None:
+            child = self._histograms[key] = self.latency.labels(method, route)
+        return child
 
 
 METRICS: web.AppKey[ApiMetrics] = web.AppKey("metrics", ApiMetrics)
@@ -92,8 +110,8 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     name = resource.canonical if resource is not None else "unmatched"
     response = await handler(request)
     m = request.app[METRICS]
-    m.requests.labels(request.method, name, str(response.status)).inc()
-    m.latency.labels(request.method, name).observe(time.perf_counter() - start)
+    m.request_counter(request.method, name, response.status).inc()
+    m.latency_histogram(request.method, name).observe(time.perf_counter() - start)
     return response
 
 
