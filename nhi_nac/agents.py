@@ -25,12 +25,14 @@ approving human) and raised as an ``agent.*`` event.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nhi_nac import agent_auth, audit
@@ -42,7 +44,29 @@ from nhi_nac.durations import parse_duration
 from nhi_nac.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from nhi_nac.inventory import Inventory, NewIdentity, descendants
 from nhi_nac.outbox import add_event
-from nhi_nac.storage.models import AgentGrant, Credential, Identity, Owner
+from nhi_nac.storage.models import (
+    AgentGrant,
+    Credential,
+    Identity,
+    OutboxEvent,
+    Owner,
+    table_of,
+)
+
+_GRANTS = table_of(AgentGrant)
+_AUTH = (
+    select(Credential.pem, Credential.status.label("cred_status"), Identity.id, Identity.kind,
+           Identity.name, Identity.status, Identity.scope, Identity.ceiling,
+           Identity.quarantined_at, Owner.status.label("owner_status"),
+           Owner.email.label("owner"))
+    .join(Identity, Identity.id == Credential.identity_id)
+    .join(Owner, Owner.id == Identity.owner_id)
+    .where(Credential.serial == bindparam("serial"), Credential.type == "certificate")
+)
+_OPEN_GRANTS = select(_GRANTS).where(_GRANTS.c.identity_id == bindparam("iid"),
+                                     _GRANTS.c.status.in_(("pending", "active")))
+_INSERT_GRANT = insert(_GRANTS).returning(_GRANTS.c.id)
+_INSERT_EVENT = insert(table_of(OutboxEvent))
 
 GRANT_STATES = ("pending", "active", "denied", "expired", "timed_out", "revoked")
 #: Values one ceiling label may list, and labels one ceiling may hold.
@@ -220,51 +244,77 @@ class AgentService:
 
     # -- grants ----------------------------------------------------------------------------
 
-    async def request_grant(self, caller: AgentCaller, label: str, duration: str,
-                            s: AsyncSession, now: dt.datetime) -> GrantView:
-        """An agent asks for ``label`` for ``duration`` (inside the caller's transaction)."""
-        key, value = parse_label(label)
-        length = parse_duration(duration)
-        if length > self.max_grant:
-            raise InvalidInput(f"a grant lasts at most {self.config.max_grant}; "
-                               f"{duration} was asked")
-        row = await s.get(Identity, caller.identity_id)
-        assert row is not None
-        if row.quarantined_at is not None:
-            raise Forbidden(f"{caller.ref} is quarantined; it cannot widen its access")
-        ref = str(caller.ref)
-        if dict(row.scope).get(key) == value:
-            raise Conflict(f"{ref} already has {key}={value} in its scope")
-        open_grants = (await s.scalars(select(AgentGrant).where(
-            AgentGrant.identity_id == row.id,
-            AgentGrant.status.in_(("pending", "active"))))).all()
-        for g in open_grants:
-            if (g.key, g.value) == (key, value):
-                return _grant_view(g, ref)
-        if len(open_grants) >= MAX_OPEN_GRANTS:
-            raise Conflict(f"{ref} already has {len(open_grants)} open grants "
-                           f"(limit {MAX_OPEN_GRANTS})")
-        grant = AgentGrant(identity_id=row.id, key=key, value=value, status="pending",
-                           duration_seconds=int(length.total_seconds()), requested_at=now,
-                           reason="")
-        if within_ceiling(row.ceiling, key, value):
-            grant.status, grant.decided_at, grant.decided_by = "active", now, "policy"
-            grant.expires_at = now + length
-            grant.reason = "inside the owner-approved ceiling"
-        else:
-            grant.reason = (f"{key}={value} is outside the ceiling; waiting for the owner "
-                            f"until {now + self.pending_timeout:%Y-%m-%dT%H:%M:%SZ}")
-        s.add(grant)
-        await s.flush()
-        after = {"label": f"{key}={value}", "status": grant.status,
-                 "duration_seconds": grant.duration_seconds, "reason": grant.reason,
-                 "owner": caller.owner}
-        await audit.append(s, actor=f"agent:{ref}", action="agent.grant.request",
-                           target=ref, before=None, after=after, now=now)
-        add_event(s, "agent.grant.requested", {"identity": ref, "id": grant.id, **after}, now)
-        if grant.status == "active":
-            add_event(s, "agent.grant.approved", self._grant_event(grant, ref), now)
-        return _grant_view(grant, ref)
+    async def signed_grant_request(self, header: str, *, method: str, path: str,
+                                   body: bytes, label: str, duration: str,
+                                   now: dt.datetime) -> GrantView:
+        """The whole grant request — proof, checks, policy, grant, audit, events — as one
+        write transaction of Core statements (``Database.run_write``): one thread
+        crossing on SQLite, so a decision takes about a millisecond, not ten."""
+        payload_bytes, payload, signature = agent_auth.parse_header(header)
+        serial = format(int(payload["serial"], 16), "x")
+
+        def tx(conn: Connection) -> GrantView:
+            row = conn.execute(_AUTH, {"serial": serial}).first()
+            if row is None or row.pem is None:
+                raise Unauthorized("agent certificate unknown to this CA")
+            certificate = self._certificate(serial, row.pem)
+            claims = agent_auth.verify_request(
+                payload_bytes, payload, signature, certificate, None, method=method,
+                path=path, body=body, now=now, revoked=row.cred_status == "revoked")
+            self.replays.check(claims.nonce)
+            ref = f"{row.kind}/{row.name}"
+            if row.kind != IdentityKind.AI_AGENT.value:
+                raise Forbidden(f"{ref} is not an ai_agent")
+            if row.status != "active":
+                raise Forbidden(f"identity {ref} is {row.status}")
+            if row.owner_status != "active":
+                raise Forbidden(f"owner {row.owner} of {ref} has departed")
+            if row.quarantined_at is not None:
+                raise Forbidden(f"{ref} is quarantined; it cannot widen its access")
+            key, value = parse_label(label)
+            length = parse_duration(duration)
+            if length > self.max_grant:
+                raise InvalidInput(f"a grant lasts at most {self.config.max_grant}; "
+                                   f"{duration} was asked")
+            if dict(row.scope or {}).get(key) == value:
+                raise Conflict(f"{ref} already has {key}={value} in its scope")
+            open_grants = conn.execute(_OPEN_GRANTS, {"iid": row.id}).all()
+            for g in open_grants:
+                if (g.key, g.value) == (key, value):
+                    return GrantView(g.id, ref, f"{key}={value}", g.status,
+                                     g.duration_seconds, g.requested_at, g.decided_at,
+                                     g.decided_by, g.expires_at, g.reason)
+            if len(open_grants) >= MAX_OPEN_GRANTS:
+                raise Conflict(f"{ref} already has {len(open_grants)} open grants "
+                               f"(limit {MAX_OPEN_GRANTS})")
+            seconds = int(length.total_seconds())
+            if within_ceiling(row.ceiling, key, value):
+                status, decided_at, by, expires = "active", now, "policy", now + length
+                reason = "inside the owner-approved ceiling"
+            else:
+                status, decided_at, by, expires = "pending", None, None, None
+                reason = (f"{key}={value} is outside the ceiling; waiting for the owner "
+                          f"until {now + self.pending_timeout:%Y-%m-%dT%H:%M:%SZ}")
+            grant_id = conn.execute(_INSERT_GRANT, {
+                "identity_id": row.id, "key": key, "value": value, "status": status,
+                "duration_seconds": seconds, "requested_at": now, "decided_at": decided_at,
+                "decided_by": by, "expires_at": expires, "reason": reason}).scalar_one()
+            after = {"label": f"{key}={value}", "status": status,
+                     "duration_seconds": seconds, "reason": reason, "owner": row.owner}
+            audit.append_many_sync(conn, [(f"agent:{ref}", "agent.grant.request", ref, None,
+                                           after)], now)
+            events = [("agent.grant.requested", {"identity": ref, "id": grant_id, **after})]
+            if status == "active":
+                events.append(("agent.grant.approved", {
+                    "identity": ref, "id": grant_id, "label": f"{key}={value}", "by": by,
+                    "expires_at": expires.isoformat() if expires else None}))
+            conn.execute(_INSERT_EVENT, [{"event_id": str(uuid.uuid4()), "type": t, "at": now,
+                                          "payload": p, "published_at": None}
+                                         for t, p in events])
+            return GrantView(grant_id, ref, f"{key}={value}", status, seconds, now,
+                             decided_at, by, expires, reason)
+
+        return await self.inventory.db.run_write(tx)
 
     def _grant_event(self, g: AgentGrant, ref: str) -> dict[str, Any]:
         return {"identity": ref, "id": g.id, "label": f"{g.key}={g.value}",

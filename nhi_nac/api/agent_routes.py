@@ -54,12 +54,11 @@ async def request_grant(request: web.Request) -> web.Response:
     service = request.app[AGENTS]
     raw, data = await _read(request)
     label, duration = data.get("label"), data.get("duration")
-    now = service.inventory.clock()
-    async with service.inventory.db.transaction() as s:
-        caller = await _caller(request, service, s, raw, now)
-        if not isinstance(label, str) or not isinstance(duration, str):
-            raise InvalidInput("label (KEY=VALUE) and duration (e.g. 30m) are required")
-        grant = await service.request_grant(caller, label, duration, s, now)
+    if not isinstance(label, str) or not isinstance(duration, str):
+        raise InvalidInput("label (KEY=VALUE) and duration (e.g. 30m) are required")
+    grant = await service.signed_grant_request(
+        request.headers.get("Authorization", ""), method=request.method, path=request.path,
+        body=raw, label=label, duration=duration, now=service.inventory.clock())
     return web.json_response(to_json(grant), status=201)
 
 
