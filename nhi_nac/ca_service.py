@@ -57,12 +57,11 @@ from nhi_nac import audit
 from nhi_nac.bootstrap_tokens import (
     BOOTSTRAP_PREFIX,
     MAX_TOKEN_LENGTH,
-    active_identity,
     check_active,
     token_digest,
 )
 from nhi_nac.config import Config
-from nhi_nac.domain import IdentityKind, IdentityRef, IdentityStatus, OwnerStatus
+from nhi_nac.domain import IdentityRef, IdentityStatus, OwnerStatus
 from nhi_nac.errors import (
     Conflict,
     Forbidden,
@@ -481,32 +480,79 @@ class CaService:
         return self._pem_strings
 
     async def renew(self, proof: bytes, validity: dt.timedelta | None = None) -> IssuedBundle:
-        """Token-less renewal, proven by a request signed with the current key."""
+        """Token-less renewal, proven by a request signed with the current key.
+
+        One write transaction of Core statements (``Database.run_write``): the current
+        certificate and its identity are read, the proof checked, the new certificate
+        signed and stored, the old one marked rotated, audited and announced.
+        """
         now = self.inventory.clock()
         issuer = self._issuer()
         try:
-            serial = pki.renewal_proof_serial(proof)
+            serial = format(pki.renewal_proof_serial(proof), "x")
         except (pki.PkiError, ValueError, KeyError, TypeError):
             raise Forbidden("malformed renewal proof") from None
-        async with self.inventory.db.transaction() as s:
-            cred = await s.scalar(select(Credential).where(
-                Credential.serial == format(serial, "x"), Credential.type == "certificate"))
-            if cred is None or cred.pem is None:
+
+        def tx(conn: Connection) -> IssuedBundle:
+            row = conn.execute(_RENEW_LOOKUP, {"serial": serial}).first()
+            if row is None or row.pem is None:
                 raise Forbidden("renewal refused: unknown certificate; enroll with a token")
-            current = x509.load_pem_x509_certificate(cred.pem.encode())
+            current = x509.load_pem_x509_certificate(row.pem.encode())
             try:
                 request = pki.verify_renewal_proof(
                     proof, current, issuer.ca.certificate, now,
-                    is_revoked=lambda _s: cred.status == "revoked")
+                    is_revoked=lambda _s: row.cred_status == "revoked")
             except pki.PkiError as exc:
                 raise Forbidden(f"renewal refused: {exc}") from None
-            ident = await s.get(Identity, cred.identity_id)
-            assert ident is not None
-            await active_identity(s, IdentityRef(IdentityKind(ident.kind), ident.name))
-            bundle = await self._issue(s, ident, request.csr_pem, validity, now,
-                                       actor=f"renew:{ident.kind}/{ident.name}")
-            cred.last_rotated_at = now
-            return bundle
+            ref = f"{row.kind}/{row.name}"
+            check_active(ref, row.status, row.owner_status, row.owner)
+            profile = PROFILE_FOR_KIND.get(row.kind)
+            if profile is None:
+                raise InvalidInput(f"{row.kind} identities do not hold certificates")
+            try:
+                csr = pki.load_csr(request.csr_pem)
+                fp = pki.public_key_fingerprint(csr.public_key())  # type: ignore[arg-type]
+            except (pki.PkiError, ValueError, TypeError) as exc:
+                raise InvalidInput(f"CSR refused: {exc}") from None
+            wanted = validity
+            if row.parent_id is not None:
+                limit = _parent_certificates(conn, [row.id]).get(row.id)
+                if limit is not None:
+                    wanted = child_validity(profile, validity, *limit, now)
+            dns = tuple(v for k, v in (row.scope or {}).items()
+                        if k == DNS_SCOPE_KEY or k.startswith(DNS_SCOPE_KEY + "."))
+            holders = _key_holders(conn, [fp])
+            try:
+                cert = issuer.issue_for_csr(
+                    csr, row.kind, row.name, profile, now, validity=wanted,
+                    allowed_dns_names=dns,
+                    key_bindings=_Holders(fp, holders.get(fp, set()), (row.kind, row.name)))
+            except pki.PeerError as exc:
+                raise InvalidInput(f"certificate refused: {getattr(exc, 'reason', exc)}"
+                                   ) from None
+            new_serial = format(cert.serial, "x")
+            conn.execute(_INSERT_CREDENTIAL, {
+                "identity_id": row.id, "type": "certificate", "serial": new_serial,
+                "fingerprint": cert.fingerprint_sha256, "key_fingerprint": cert.key_fingerprint,
+                "profile": profile, "status": "active", "created_at": now,
+                "last_rotated_at": None, "not_before": cert.not_before,
+                "expires_at": cert.not_after, "revoked_at": None, "revocation_reason": None,
+                "pem": cert.pem.decode()})
+            conn.execute(_MARK_CREDENTIAL_ROTATED, {"cid": row.cred_id, "now": now})
+            conn.execute(_MARK_ROTATED, {"ids": [row.id], "now": now})
+            after = {"serial": new_serial, "profile": profile,
+                     "not_after": cert.not_after.isoformat(), "renews": serial}
+            audit.append_many_sync(conn, [(f"renew:{ref}", "certificate.issue", ref, None,
+                                           after)], now)
+            conn.execute(_INSERT_EVENT, {"event_id": str(uuid.uuid4()),
+                                         "type": "certificate.issued", "at": now,
+                                         "payload": {"identity": ref, **after},
+                                         "published_at": None})
+            chain, root = self._pems(issuer)
+            return IssuedBundle(ref, cert.pem.decode(), chain, root, new_serial, cert.not_after,
+                                profile)
+
+        return await self.inventory.db.run_write(tx)
 
     # -- revocation -------------------------------------------------------------------
 
@@ -804,6 +850,17 @@ _MARK_ROTATED = (
     .values(last_rotated_at=bindparam("now"))
 )
 _INSERT_CREDENTIAL = insert(table_of(Credential))
+_MARK_CREDENTIAL_ROTATED = (update(_CREDS).where(_CREDS.c.id == bindparam("cid"))
+                            .values(last_rotated_at=bindparam("now")))
+_RENEW_LOOKUP = (
+    select(Credential.id.label("cred_id"), Credential.pem,
+           Credential.status.label("cred_status"), Identity.id, Identity.kind, Identity.name,
+           Identity.status, Identity.scope, Identity.parent_id,
+           Owner.status.label("owner_status"), Owner.email.label("owner"))
+    .join(Identity, Identity.id == Credential.identity_id)
+    .join(Owner, Owner.id == Identity.owner_id)
+    .where(Credential.serial == bindparam("serial"), Credential.type == "certificate")
+)
 _INSERT_EVENT = insert(table_of(OutboxEvent))
 _REVOKED_ROWS = select(Credential.serial, Credential.revoked_at,
                        Credential.revocation_reason).where(
