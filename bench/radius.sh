@@ -21,6 +21,10 @@
 #   EAP_DURATION=30  MAB_C="16 64"  MAB_TOTAL=20000  MAB_DURATION=20  N_EAP=8  N_MAB=1000
 #   EAP_SESSIONS=10000 (0 = skip the RSS measurement)   PEER=/work/shared/bench/peer
 #   NHI=<repo>/.venv/bin/nhi-nac   KEEP=1 keeps the work dir
+#   FR_RESULTS=<file>: skip FreeRADIUS and reuse the RESULT lines of an earlier run
+#     (a kept work dir's fr.results), for quick iterations on nhi-nac alone
+#   PYSPY=<dir>: sample nhi-nac with py-spy (non-blocking) during each point, one
+#     collapsed-stack file per point in <dir> (pip install py-spy)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -78,6 +82,11 @@ echo "# $(freeradius -v | head -1 | sed 's/,.*//'); eapol_test $(dpkg-query -W -
 echo "# points: EAP-TLS TLS {$EAP_TLS} K=$EAP_K x$EAP_TOTAL (process/auth) and K={$EAP_REAUTH_K} REAUTH=$EAP_REAUTH x$EAP_REAUTH_TOTAL; MAB C={$MAB_C} x$MAB_TOTAL"
 
 # ---------------------------------------------------------------- FreeRADIUS 3.2
+if [ -n "${FR_RESULTS:-}" ]; then
+  echo
+  echo "################ FreeRADIUS 3.2: RESULT lines reused from $FR_RESULTS (FR_RESULTS set)"
+  cp "$FR_RESULTS" "$WORK/fr.results"
+else
 FR_PORT=$(pick_ports 3)
 echo
 echo "################ FreeRADIUS 3.2 ($PEER/run_freeradius_baseline.sh, port $FR_PORT)"
@@ -86,6 +95,7 @@ WORK="$WORK/fr" PORT=$FR_PORT SECRET=$SECRET EAP_K="$EAP_K" EAP_TOTAL=$EAP_TOTAL
   MAB_C="$MAB_C" MAB_PROCS=1 MAB_TOTAL=$MAB_TOTAL MAB_DURATION=$MAB_DURATION RADCLIENT=0 PIN=0 \
   "$PEER/run_freeradius_baseline.sh" 2>&1 | sed '/^== summary/,$d'
 cp "$WORK/fr/results.txt" "$WORK/fr.results"
+fi
 
 # ---------------------------------------------------------------- nhi-nac
 P=$(pick_ports 3)
@@ -165,8 +175,15 @@ point() { # cmd... : one load point against nhi-nac, keep its RESULT line plus t
   # and work done after the reply, e.g. batched admission writes): settled_cpu_s
   local out rc=0 s0 s1
   settle; s0=$(ticks)
+  local spy=
+  if [ -n "${PYSPY:-}" ]; then
+    mkdir -p "$PYSPY"; NPOINT=$((${NPOINT:-0} + 1))
+    "$(dirname "$PY")/py-spy" record --nonblocking --format raw -r 250 -p "$NHI_PID" \
+      -o "$PYSPY/point-$NPOINT.txt" > /dev/null 2>&1 & spy=$!
+  fi
   out=$("$@" 2>&1) || rc=$?
   settle; s1=$(ticks)
+  if [ -n "$spy" ]; then kill -INT "$spy"; wait "$spy" || true; fi
   echo "$out" | grep -v '^RESULT' || true
   echo "   until idle again: server_cpu=$(echo "scale=2; ($s1 - $s0) / $TCK" | bc)s"
   echo "$out" | grep '^RESULT' | sed "s/\$/ settled_cpu_s=$(echo "scale=2; ($s1 - $s0) / $TCK" | bc)/" >> "$WORK/nhi.results" \

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import uuid
+import os
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +80,18 @@ TOUCH_LAST_SEEN = (
 )
 
 
+def _event_ids(n: int) -> list[str]:
+    """``n`` random (version 4) UUIDs as text, from one read of the OS CSPRNG (RFC 9562
+    §5.4: version nibble 4, variant bits 10)."""
+    raw = bytearray(os.urandom(16 * n))
+    for i in range(0, 16 * n, 16):
+        raw[i + 6] = raw[i + 6] & 0x0F | 0x40
+        raw[i + 8] = raw[i + 8] & 0x3F | 0x80
+    h = raw.hex()
+    return [f"{h[j:j + 8]}-{h[j + 8:j + 12]}-{h[j + 12:j + 16]}-{h[j + 16:j + 20]}-"
+            f"{h[j + 20:j + 32]}" for j in range(0, 32 * n, 32)]
+
+
 def _ts(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
@@ -136,6 +148,9 @@ class InventoryDirectory(MemoryDirectory):
         self._last_event = 0
         #: identity ref → decided_at of the last_seen_at this node last wrote.
         self._last_seen: dict[str, float] = {}
+        # structlog's module-level logger is a lazy proxy that binds again on every call;
+        # bound once logging is configured (start), it costs nothing at warning level.
+        self._log: Any = log
 
     # -- loading ---------------------------------------------------------------------
 
@@ -149,6 +164,7 @@ class InventoryDirectory(MemoryDirectory):
         self.counters["reloads"] += 1
 
     async def start(self) -> None:
+        self._log = log.bind()
         async with self.db.read() as s:
             self._last_event = int(await s.scalar(select(func.max(OutboxEvent.id))) or 0)
         await self.reload()
@@ -206,6 +222,11 @@ class InventoryDirectory(MemoryDirectory):
         self._queue.append((kind, item))
 
     def record_admission(self, decision: AdmissionDecision) -> None:
+        d = decision
+        self._log.info("radius.decision", verdict=d.verdict.value, method=d.method.value,
+                       identity=str(d.identity) if d.identity else None, nas=d.nas_name,
+                       port=d.nas_port, mac=d.mac, vlan=d.vlan, reasons=list(d.reasons),
+                       failure=d.failure)
         self._enqueue("admission", decision)
 
     def record_unmanaged(self, sighting: UnmanagedSighting) -> None:
@@ -228,8 +249,7 @@ class InventoryDirectory(MemoryDirectory):
             if rows:
                 conn = await s.connection()
                 await conn.execute(ADMISSION_INSERT, rows)
-                if not __import__("os").environ.get("NHI_TMP_NO_EVENTS"):  # TMP-EXPERIMENT
-                    await conn.execute(EVENT_INSERT, events)
+                await conn.execute(EVENT_INSERT, events)
                 if seen:
                     await conn.execute(TOUCH_LAST_SEEN, seen)
             for sighting in sightings:
@@ -240,46 +260,44 @@ class InventoryDirectory(MemoryDirectory):
 
     def _admission_rows(self, decisions: list[AdmissionDecision]) -> tuple[
             list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-        """Parameters of the three statements; logs each decision (info level)."""
+        """Parameters of the three statements."""
         rows: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
         touched: dict[tuple[str, str], dt.datetime] = {}
-        for d in decisions:
+        for d, event_id in zip(decisions, _event_ids(len(decisions)), strict=True):
             at = _ts(d.decided_at)
             ref = str(d.identity) if d.identity else ""
             reasons = list(d.reasons)
-            log.info("radius.decision", verdict=d.verdict.value, method=d.method.value,
-                     identity=ref or None, nas=d.nas_name, port=d.nas_port, mac=d.mac,
-                     vlan=d.vlan, reasons=reasons, failure=d.failure)
+            verdict, method = d.verdict.value, d.method.value
             rows.append({"at": at, "nas": d.nas_name, "port": d.nas_port or "",
-                         "mac": d.mac or "", "method": d.method.value, "identity": ref,
-                         "decision": d.verdict.value, "vlan": d.vlan,
+                         "mac": d.mac or "", "method": method, "identity": ref,
+                         "decision": verdict, "vlan": d.vlan,
                          "reasons": {"reasons": reasons, "failure": d.failure}})
             # One event per decision: the console's live feed and MQTT subscribers read
             # each admission.* event as one decision.
-            events.append({"event_id": str(uuid.uuid4()),
-                           "type": "admission.accepted" if d.accepted else "admission.rejected",
+            accepted = d.accepted
+            events.append({"event_id": event_id,
+                           "type": "admission.accepted" if accepted else "admission.rejected",
                            "at": at, "published_at": None, "payload": {
                                "at": at.isoformat(timespec="seconds"),
-                               "decision": d.verdict.value, "identity": ref,
-                               "method": d.method.value, "nas": d.nas_name,
+                               "decision": verdict, "identity": ref,
+                               "method": method, "nas": d.nas_name,
                                "port": d.nas_port, "mac": d.mac, "vlan": d.vlan,
                                "reasons": reasons, "failure": d.failure}})
-            if d.accepted and d.identity is not None and self._seen_is_stale(d):
+            if accepted and d.identity is not None and self._seen_is_stale(ref, d.decided_at):
                 touched[(d.identity.kind.value, d.identity.name)] = at
         seen = [{"k": k, "n": n, "at": at} for (k, n), at in touched.items()]
         return rows, events, seen
 
-    def _seen_is_stale(self, d: AdmissionDecision) -> bool:
+    def _seen_is_stale(self, ref: str, at: float) -> bool:
         """Whether the identity's stored last_seen_at is older than LAST_SEEN_RESOLUTION
         (as far as this node wrote it); if so, remember the new time."""
-        key = str(d.identity)
-        written = self._last_seen.get(key)
-        if written is not None and d.decided_at - written < LAST_SEEN_RESOLUTION:
+        written = self._last_seen.get(ref)
+        if written is not None and at - written < LAST_SEEN_RESOLUTION:
             return False
         if len(self._last_seen) >= MAX_LAST_SEEN_ENTRIES:
             self._last_seen.clear()
-        self._last_seen[key] = d.decided_at
+        self._last_seen[ref] = at
         return True
 
     async def prune(self, now: dt.datetime) -> None:

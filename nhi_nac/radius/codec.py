@@ -12,6 +12,7 @@ dictionary and no value conversion on the hot path.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -26,6 +27,7 @@ from nhi_nac.radius.limits import (
     MAX_PACKET_SIZE,
     MAX_USER_PASSWORD,
     MIN_PACKET_SIZE,
+    VLAN_REPLY_CACHE_SIZE,
 )
 
 
@@ -189,7 +191,8 @@ def _xor16(a: bytes, b: bytes) -> bytes:
 
 
 def _hmac_md5(secret: bytes, data: bytes) -> bytes:
-    return hmac.new(secret, data, hashlib.md5).digest()
+    # hmac.digest is OpenSSL's one-shot HMAC: no Python HMAC object per packet.
+    return hmac.digest(secret, data, "md5")
 
 
 def _message_authenticator(raw: bytes, offset: int, auth: bytes, secret: bytes) -> bytes:
@@ -337,6 +340,12 @@ def split_eap_message(eap: bytes) -> list[Attribute]:
 
 def integer(attr_type: int, value: int) -> Attribute:
     return (attr_type, value.to_bytes(4, "big"))
+
+
+@functools.lru_cache(maxsize=VLAN_REPLY_CACHE_SIZE)
+def vlan_reply(vlan: int) -> tuple[Attribute, ...]:
+    """:func:`vlan_attributes` with our tag, built once per VLAN (the Accept hot path)."""
+    return tuple(vlan_attributes(vlan))
 
 
 def vlan_attributes(vlan: int, tag: int = TUNNEL_TAG) -> list[Attribute]:

@@ -22,7 +22,13 @@ from enum import StrEnum
 
 from cryptography import x509
 
-from nhi_nac.domain import IdentityKind, IdentityRef, IdentityStatus, OwnerStatus
+from nhi_nac.domain import (
+    IdentityKind,
+    IdentityRef,
+    IdentityStatus,
+    OwnerStatus,
+    try_normalize_mac,
+)
 from nhi_nac.radius.directory import (
     AdmissionDirectory,
     AdmissionIdentity,
@@ -30,6 +36,7 @@ from nhi_nac.radius.directory import (
     UnmanagedSighting,
 )
 from nhi_nac.radius.eaptls import has_client_auth_eku
+from nhi_nac.radius.macs import station_mac
 
 #: Longest Session-Timeout we ever send (seconds); certificate expiry may shorten it.
 DEFAULT_MAX_SESSION_TIMEOUT = 86_400
@@ -214,6 +221,10 @@ def check_certificate(
 
     def fail(code: str, sentence: str, identity: IdentityRef | None = None) -> AdmissionDecision:
         reasons.append(sentence)
+        if identity is None:
+            # Recorded, not trusted: a revoked or expired certificate still says whose
+            # it was, which is what an operator looks for in the admissions.
+            identity = _named_identity(leaf, directory)
         return _decision(facts, method, reasons, code, certificate_serial=serial, identity=identity)
 
     if not has_client_auth_eku(leaf):
@@ -235,11 +246,7 @@ def check_certificate(
     if directory.is_revoked(serial):
         return fail("revoked", f"certificate {serial:x} is revoked")
     reasons.append("not revoked")
-    try:
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    except x509.ExtensionNotFound:
-        uris = []
+    uris = _uri_sans(leaf)
     if len(uris) != 1:
         return fail("uri_san_count", f"certificate has {len(uris)} URI SANs, not exactly one")
     uri = uris[0]
@@ -273,6 +280,24 @@ def check_certificate(
     )
 
 
+def _uri_sans(leaf: x509.Certificate) -> list[str]:
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return san.get_values_for_type(x509.UniformResourceIdentifier)
+
+
+def _named_identity(leaf: x509.Certificate, directory: AdmissionDirectory) -> IdentityRef | None:
+    """The identity a rejected certificate names by its single URI SAN, if any."""
+    try:
+        uris = _uri_sans(leaf)
+    except ValueError:  # a malformed extension: the record names no one
+        return None
+    found = directory.identity_by_uri(uris[0]) if len(uris) == 1 else None
+    return found.ref if found is not None else None
+
+
 # -- MAB -----------------------------------------------------------------------------
 
 
@@ -284,19 +309,20 @@ def decide_mab(
     policy: AdmissionPolicy,
 ) -> AdmissionDecision:
     """Decide a MAC-auth-bypass request whose User-Name normalized to ``mac``."""
-    from nhi_nac.domain import try_normalize_mac
-
     method = AuthMethod.MAB
     reasons = [f"MAC {mac} from User-Name"]
     if facts.calling_station_id is not None:
-        station = try_normalize_mac(facts.calling_station_id)
+        station = station_mac(facts.calling_station_id)
         if station is not None and station != mac:
             reasons.append(f"Calling-Station-Id {station} differs from User-Name")
             return _decision(facts, method, reasons, "mac_mismatch", mac=mac)
     if password is None:
         reasons.append("no PAP password")
         return _decision(facts, method, reasons, "no_password", mac=mac)
-    if try_normalize_mac(password.decode("latin-1")) != mac:
+    text = password.decode("latin-1")
+    # Usually the password is the User-Name verbatim; otherwise parse it (not memoized:
+    # a password is never kept in a table).
+    if text != facts.user_name and try_normalize_mac(text) != mac:
         reasons.append("PAP password is not the MAC")
         return _decision(facts, method, reasons, "bad_password", mac=mac)
     reasons.append("PAP password is the MAC")

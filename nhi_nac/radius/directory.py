@@ -2,7 +2,8 @@
 
 The protocol core reads the inventory only through :class:`AdmissionDirectory`:
 synchronous, in-memory lookups (the per-packet path must never wait for a database),
-plus asynchronous sinks for what it produces. The service keeps a
+plus sinks for what it produces: quick synchronous enqueues for admissions and
+sightings, an awaited store for accounting. The service keeps a
 :class:`MemoryDirectory` (or its own implementation) filled from storage and
 invalidated by events; tests fill one by hand.
 
@@ -130,13 +131,18 @@ class AdmissionDirectory(Protocol):
         """The VLAN the identity belongs on at this NAS, or None (no segment: reject)."""
         ...
 
-    async def record_admission(self, decision: AdmissionDecision) -> None: ...
+    def record_admission(self, decision: AdmissionDecision) -> None:
+        """Queue the decision for storage. Called on the packet path after the reply is
+        sent: it must be a quick, non-blocking enqueue."""
+        ...
 
     async def record_accounting(self, record: AccountingRecord) -> None:
         """Store the record; the Accounting-Response is sent only after this returns."""
         ...
 
-    async def record_unmanaged(self, sighting: UnmanagedSighting) -> None: ...
+    def record_unmanaged(self, sighting: UnmanagedSighting) -> None:
+        """Queue an unmanaged sighting (a quick, non-blocking enqueue, as above)."""
+        ...
 
 
 @dataclass
@@ -241,13 +247,13 @@ class MemoryDirectory:
 
     # -- sinks ---------------------------------------------------------------------
 
-    async def record_admission(self, decision: AdmissionDecision) -> None:
+    def record_admission(self, decision: AdmissionDecision) -> None:
         self.admissions.append(decision)
 
     async def record_accounting(self, record: AccountingRecord) -> None:
         self.accounting.append(record)
 
-    async def record_unmanaged(self, sighting: UnmanagedSighting) -> None:
+    def record_unmanaged(self, sighting: UnmanagedSighting) -> None:
         entry = self.unmanaged.get(sighting.mac)
         if entry is None:
             if len(self.unmanaged) >= MEMORY_DIRECTORY_MAX_RECORDS:

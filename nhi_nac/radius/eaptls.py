@@ -56,6 +56,7 @@ from nhi_nac.radius.limits import (
     MAX_EAP_TLS_FRAGMENT_SIZE,
     MAX_EAP_TLS_MESSAGE_SIZE,
     MIN_EAP_TLS_FRAGMENT_SIZE,
+    PARSED_CERTIFICATE_CACHE_SIZE,
 )
 
 FLAG_L = 0x80
@@ -159,6 +160,38 @@ def _set_groups(ctx: SSL.Context, groups: str) -> None:
         raise RadiusInternalError(f"cannot set TLS groups {groups!r}")
 
 
+class ParsedCertificates:
+    """Certificates as ``cryptography`` objects, parsed once per DER encoding.
+
+    Every EAP-TLS handshake of a device presents the same leaf and intermediates; the
+    ``cryptography`` object parses its extensions once and keeps them, so handing out
+    the same object for the same bytes saves the parsing on every authentication. The
+    checks themselves (validity against ``now``, revocation, identity) still run per
+    handshake. Bounded by ``max_entries``; emptied when full.
+    """
+
+    def __init__(self, max_entries: int = PARSED_CERTIFICATE_CACHE_SIZE) -> None:
+        self.max_entries = max_entries
+        self._by_der: dict[bytes, x509.Certificate] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_der)
+
+    def get(self, cert: crypto.X509) -> x509.Certificate:
+        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
+        parsed = self._by_der.get(der)
+        if parsed is None:
+            parsed = x509.load_der_x509_certificate(der)
+            if len(self._by_der) >= self.max_entries:
+                self._by_der.clear()
+            self._by_der[der] = parsed
+        return parsed
+
+
+#: One per process: the certificates seen by every conversation.
+PARSED_CERTIFICATES = ParsedCertificates()
+
+
 def has_client_auth_eku(cert: x509.Certificate) -> bool:
     try:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -214,7 +247,6 @@ class EapTlsMethod(EapMethod):
         self._failure_detail: str | None = None
         self._issuers: dict[int, x509.Certificate] = {}
         self.peer_certificate: x509.Certificate | None = None
-        self.verified_chain: tuple[x509.Certificate, ...] = ()
         self.tls_version: str | None = None
 
     # -- EapMethod ----------------------------------------------------------------------
@@ -246,6 +278,12 @@ class EapTlsMethod(EapMethod):
     @property
     def failure_detail(self) -> str | None:
         return self._failure_detail
+
+    @property
+    def verified_chain(self) -> tuple[x509.Certificate, ...]:
+        """The chain OpenSSL verified (leaf first), once the handshake is done."""
+        chain = self._conn.get_verified_chain() if self._success else None
+        return tuple(PARSED_CERTIFICATES.get(c) for c in chain or ())
 
     # -- fragments ------------------------------------------------------------------
 
@@ -395,9 +433,6 @@ class EapTlsMethod(EapMethod):
         else:
             exported = conn.export_keying_material(TLS12_LABEL, KEY_MATERIAL_LENGTH, None)
         self._keys = KeyMaterial(msk=exported[:64], emsk=exported[64:])
-        chain = conn.get_verified_chain()
-        if chain:
-            self.verified_chain = tuple(c.to_cryptography() for c in chain)
         out = self._drain()
         if not out:
             # TLS 1.2 always sends CCS+Finished; an empty final flight is a bug.
@@ -418,18 +453,18 @@ class EapTlsMethod(EapMethod):
             return False
         if not ok and errnum == _PURPOSE_ERROR and depth == 0:
             self._failure = "no_client_auth_eku"
-            self.peer_certificate = cert.to_cryptography()
+            self.peer_certificate = PARSED_CERTIFICATES.get(cert)
             return False
         if not ok and errnum not in _TIME_ERRORS:
             self._failure = "untrusted_chain"
             self._failure_detail = _x509_error_string(errnum)
             return False
         if depth > 0:
-            self._issuers[depth] = cert.to_cryptography()
+            self._issuers[depth] = PARSED_CERTIFICATES.get(cert)
             return True
         if not ok or self.peer_certificate is not None:
             return True  # a time error on the leaf; judged below with our `now`
-        leaf = cert.to_cryptography()
+        leaf = PARSED_CERTIFICATES.get(cert)
         self.peer_certificate = leaf
         if not has_client_auth_eku(leaf):
             self._failure = "no_client_auth_eku"

@@ -28,6 +28,15 @@ DEFAULT_EAP_SESSION_TIMEOUT = 30.0
 #: Upper bound on EAP round trips for one authentication (a TLS handshake needs ~10
 #: with small fragments; a peer that never finishes is cut off here).
 MAX_EAP_ROUNDS = 100
+#: Encoded VLAN reply attributes kept, one entry per VLAN (IEEE 802.1Q: 4094 VLANs).
+VLAN_REPLY_CACHE_SIZE = 4094
+#: Calling-Station-Id / User-Name spellings whose normalized MAC is remembered; the
+#: memo is emptied when full (a NAS sending random names only costs us the parsing).
+MAC_MEMO_SIZE = 65_536
+#: Client certificates (and their issuers) kept parsed, by DER encoding.
+PARSED_CERTIFICATE_CACHE_SIZE = 16_384
+#: Datagrams read from one socket per event-loop wakeup before others get a turn.
+MAX_DATAGRAMS_PER_WAKEUP = 64
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ from enum import Enum
 from cryptography import x509
 from OpenSSL import SSL
 
-from nhi_nac.domain import IdentityRef, try_normalize_mac
+from nhi_nac.domain import IdentityRef
 from nhi_nac.radius import codec
 from nhi_nac.radius.codec import Attr, Attribute, Code, RadiusPacket
 from nhi_nac.radius.decision import (
@@ -65,6 +65,7 @@ from nhi_nac.radius.eap import EapCode, EapOutcome, EapPacket, EapServer, EapSte
 from nhi_nac.radius.eaptls import EapTlsMethod
 from nhi_nac.radius.errors import RadiusProtocolError
 from nhi_nac.radius.limits import RadiusLimits
+from nhi_nac.radius.macs import station_mac
 
 Address = tuple[str, int]
 
@@ -308,10 +309,15 @@ class RadiusServer:
             )
         station = packet.get_text(Attr.CALLING_STATION_ID)
         user_name = packet.get_text(Attr.USER_NAME)
-        mac = try_normalize_mac(station) if station else None
+        mac = station_mac(station) if station else None
         if mac is None and user_name:
-            mac = try_normalize_mac(user_name)
+            mac = station_mac(user_name)
         identity, vlan = self._admitted.get((nas.name, mac), (None, None)) if mac else (None, None)
+        # The NAS's own word on the VLAN (RFC 2868/3580 Tunnel-Private-Group-Id in
+        # accounting) beats what we last assigned: drift detection needs the truth.
+        reported = reported_vlan(packet.get(Attr.TUNNEL_PRIVATE_GROUP_ID))
+        if reported is not None:
+            vlan = reported
 
         def counter(low: int, high: int) -> int | None:
             value = packet.get_int(low)
@@ -366,7 +372,7 @@ class RadiusServer:
         eap = packet.eap_message()
         if eap is not None:
             return self._eap(packet, eap, facts, addr, now)
-        mac = try_normalize_mac(facts.user_name) if facts.user_name else None
+        mac = station_mac(facts.user_name) if facts.user_name else None
         if mac is None:
             decision = reject(
                 facts, AuthMethod.NONE, "unsupported_method", "neither EAP nor a MAC as User-Name"
@@ -407,10 +413,9 @@ class RadiusServer:
             if msk is not None:
                 attrs += codec.mppe_key_attributes(msk, nas.secret, packet.authenticator)
             if decision.vlan is not None:
-                attrs += codec.vlan_attributes(decision.vlan)
+                attrs += codec.vlan_reply(decision.vlan)
             if decision.session_timeout is not None:
-                attrs.append(codec.integer(Attr.SESSION_TIMEOUT, decision.session_timeout))
-                attrs.append(codec.integer(Attr.TERMINATION_ACTION, _TERMINATION_RADIUS_REQUEST))
+                attrs += _timeout_reply(decision.session_timeout)
             if decision.mac is not None:
                 self._remember(nas.name, decision.mac, decision.identity, decision.vlan)
         else:
@@ -449,6 +454,7 @@ class RadiusServer:
                 decision = reject(
                     facts, AuthMethod.EAP_TLS, "eap_session_unknown", "EAP State unknown or expired"
                 )
+                decision = replace(decision, mac=_station_mac(facts))
                 return self._final(packet, nas, addr, decision, _failure_for(eap))
             session = found
             session.facts = replace(facts, user_name=session.facts.user_name)
@@ -488,11 +494,7 @@ class RadiusServer:
                 )
                 failure = EapPacket(EapCode.FAILURE, _identifier_of(step.message)).encode()
                 return self._final(packet, facts.nas, addr, decision, failure)
-            decision = replace(
-                decision,
-                user_name=session.eap.identity,
-                mac=try_normalize_mac(facts.calling_station_id or "") or None,
-            )
+            decision = replace(decision, user_name=session.eap.identity, mac=_station_mac(facts))
             return self._final(packet, facts.nas, addr, decision, step.message, keys.msk)
         if decision is None or decision.accepted:
             detail = None
@@ -501,7 +503,8 @@ class RadiusServer:
             reason = step.reason or "eap_failed"
             sentence = f"EAP failed: {reason}" + (f" ({detail})" if detail else "")
             decision = reject(facts, AuthMethod.EAP_TLS, reason, sentence)
-        decision = replace(decision, user_name=session.eap.identity)
+        # A rejection is recorded with the port's MAC too: "which device keeps failing?"
+        decision = replace(decision, user_name=session.eap.identity, mac=_station_mac(facts))
         return self._final(packet, facts.nas, addr, decision, step.message)
 
     def _new_session(self, facts: RequestFacts, now: float) -> _EapSession | None:
@@ -545,9 +548,37 @@ class RadiusServer:
                 del self._sessions_per_nas[session.nas_name]
 
 
+@functools.lru_cache(maxsize=1024)
+def _timeout_reply(seconds: int) -> tuple[Attribute, ...]:
+    """Session-Timeout with Termination-Action = RADIUS-Request (RFC 2865 §5.27, §5.29);
+    MAB sends one value, EAP-TLS a value per certificate expiry (hence the bound)."""
+    return (
+        codec.integer(Attr.SESSION_TIMEOUT, seconds),
+        codec.integer(Attr.TERMINATION_ACTION, _TERMINATION_RADIUS_REQUEST),
+    )
+
+
+def _station_mac(facts: RequestFacts) -> str | None:
+    """The normalized Calling-Station-Id (the supplicant's MAC), or None."""
+    return station_mac(facts.calling_station_id) if facts.calling_station_id else None
+
+
 def _identifier_of(eap: bytes) -> int:
     return eap[1] if len(eap) >= 2 else 0
 
 
 def _failure_for(eap: bytes) -> bytes:
     return EapPacket(EapCode.FAILURE, _identifier_of(eap)).encode()
+
+
+def reported_vlan(raw: bytes | None) -> int | None:
+    """A numeric VLAN from a Tunnel-Private-Group-Id value (tag byte optional), else None."""
+    if not raw:
+        return None
+    if raw[0] <= 0x1F:  # RFC 2868 tag
+        raw = raw[1:]
+    text = raw.decode("ascii", "replace").strip()
+    if not text.isdigit() or len(text) > 4:
+        return None
+    number = int(text)
+    return number if 1 <= number <= 4094 else None

@@ -11,12 +11,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, select
+from sqlalchemy import bindparam, exists, func, or_, select
 from sqlalchemy.engine import Connection
 
 from nhi_nac.domain import IdentityRef
 from nhi_nac.errors import NotFound
-from nhi_nac.storage.models import Credential, Identity, IdentityLabel, IdentityMac, Owner
+from nhi_nac.storage.models import (
+    Credential,
+    Identity,
+    IdentityLabel,
+    IdentityMac,
+    OutboxEvent,
+    Owner,
+)
 from nhi_nac.views import CredentialView, IdentityView
 
 #: Ids per IN (...) list.
@@ -161,3 +168,26 @@ def list_identities(
                                        IdentityLabel.key == k, IdentityLabel.value == v))
     q = q.order_by(Identity.kind, Identity.name).limit(limit).offset(offset)
     return _views(conn, conn.execute(q).all())
+
+
+#: Event types that change what the RADIUS directory holds in memory.
+#: (``certificate.issued`` is not one: the directory keeps revoked serials only.)
+INVENTORY_EVENT_PREFIXES = ("identity.", "owner.", "nas.", "credential.",
+                            "certificate.revoked")
+_NEWEST_EVENT = select(func.max(OutboxEvent.id))
+_INVENTORY_EVENT_AFTER = select(OutboxEvent.id).where(
+    OutboxEvent.id > bindparam("after"), OutboxEvent.id <= bindparam("upto"),
+    or_(*(OutboxEvent.type.startswith(p, autoescape=True) for p in INVENTORY_EVENT_PREFIXES)),
+).limit(1)
+
+
+def inventory_changed_since(conn: Connection, after: int) -> tuple[int, bool]:
+    """The newest outbox id, and whether an inventory event came after ``after`` up to it.
+
+    The newest id is read first, so an event written in between is seen next time.
+    """
+    newest = int(conn.execute(_NEWEST_EVENT).scalar() or 0)
+    if newest <= after:
+        return newest, False
+    hit = conn.execute(_INVENTORY_EVENT_AFTER, {"after": after, "upto": newest}).first()
+    return newest, hit is not None

@@ -56,6 +56,7 @@ async def eapol_test(
     name: str,
     tls13: bool,
     fragment_size: int | None = None,
+    mac: str | None = None,
 ) -> tuple[int, str]:
     tool = require_tool("eapol_test", "eapoltest")
     ca = tmp / "ca.pem"
@@ -91,6 +92,7 @@ async def eapol_test(
         "0",
         "-t",
         "10",
+        *(["-M", mac] if mac else []),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -181,3 +183,31 @@ async def test_eap_tls_rejects(
     reasons = {d.failure for d in directory.admissions}
     assert reasons == {f for _, f in REJECTS}
     assert all(d.verdict is Verdict.REJECT for d in directory.admissions)
+
+
+async def test_rejected_eap_tls_is_recorded_with_port_mac_and_identity(
+    served: tuple[RadiusUdpService, RadiusServer, TlsVersion],
+    pki: Pki,
+    directory: MemoryDirectory,
+    tmp_path: Path,
+) -> None:
+    """An operator looking up a rejected device finds its MAC, and for a revoked
+    certificate the identity it belonged to, as for an accepted one."""
+    service, _, version = served
+    port = service.port(Service.AUTH)
+    tls13 = version is TlsVersion.TLS1_3
+    cases = [("revoked", "02:00:5e:00:53:01"), ("foreign", "02:00:5e:00:53:02")]
+    for which, mac in cases:
+        rc, out = await eapol_test(tmp_path, port, pki, getattr(pki, which), which, tls13,
+                                   mac=mac)
+        assert rc != 0 and "Access-Reject" in out, out[-2000:]
+    await asyncio.sleep(0.05)
+    by_failure = {d.failure: d for d in directory.admissions}
+    revoked = by_failure["revoked"]
+    assert revoked.verdict is Verdict.REJECT
+    assert revoked.mac == "02:00:5e:00:53:01"
+    assert str(revoked.identity) == "device/revoked"
+    assert revoked.user_name == "device/revoked"
+    assert revoked.certificate_serial == pki.revoked.cert.serial_number
+    foreign = by_failure["untrusted_chain"]  # no chain to our CA: nobody to name
+    assert foreign.mac == "02:00:5e:00:53:02" and foreign.identity is None
