@@ -66,6 +66,10 @@ _AUTH = (
 _OPEN_GRANTS = select(_GRANTS).where(_GRANTS.c.identity_id == bindparam("iid"),
                                      _GRANTS.c.status.in_(("pending", "active")))
 _INSERT_GRANT = insert(_GRANTS).returning(_GRANTS.c.id)
+_ANY_DUE = select(_GRANTS.c.id).where(
+    ((_GRANTS.c.status == "active") & (_GRANTS.c.expires_at <= bindparam("now")))
+    | ((_GRANTS.c.status == "pending") & (_GRANTS.c.requested_at <= bindparam("limit")))
+).limit(1)
 _INSERT_EVENT = insert(table_of(OutboxEvent))
 
 GRANT_STATES = ("pending", "active", "denied", "expired", "timed_out", "revoked")
@@ -353,6 +357,12 @@ class AgentService:
     async def expire_due(self) -> list[GrantView]:
         """End grants past their expiry and pending ones past the timeout."""
         now = self.inventory.clock()
+        limit = now - self.pending_timeout
+        # Called every second: look first (an indexed read), write only when due.
+        if await self.inventory.db.run_read(
+                lambda conn: conn.execute(_ANY_DUE, {"now": now, "limit": limit}).first()
+        ) is None:
+            return []
         async with self.inventory.db.transaction() as s:
             due = (await s.execute(
                 select(AgentGrant, Identity.kind, Identity.name)

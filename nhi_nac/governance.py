@@ -385,6 +385,15 @@ class Governance:
         """Detect, reconcile and act; ``behaviour_only`` runs just the agent rules (the
         cheap, frequent pass of ``nhi-nac serve``)."""
         now = self.inventory.clock()
+        if behaviour_only:
+            # The frequent pass: decide with reads whether anything is to change, so that
+            # an idle fleet costs no write transaction every two seconds.
+            async with self.inventory.db.read() as s:
+                quiet = not await detect_behaviour(s, self.agents, now) and not await s.scalar(
+                    select(func.count()).select_from(Finding).where(
+                        Finding.type.in_(BEHAVIOUR_TYPES), Finding.state != "resolved"))
+            if quiet:
+                return ScanResult((), (), 0)
         async with self.inventory.db.transaction() as s:
             found = [] if behaviour_only else await detect(s, self.policy, now)
             found += await detect_behaviour(s, self.agents, now)
