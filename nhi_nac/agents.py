@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,11 +43,13 @@ from nhi_nac.domain import IdentityKind, IdentityRef, check_scope
 from nhi_nac.durations import parse_duration
 from nhi_nac.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from nhi_nac.inventory import Inventory, NewIdentity, descendants
+from nhi_nac.lineage import MAX_LINEAGE_DEPTH, ParentFacts, check_child
 from nhi_nac.outbox import add_event
 from nhi_nac.storage.models import (
     AgentGrant,
     Credential,
     Identity,
+    IdentityLabel,
     OutboxEvent,
     Owner,
     table_of,
@@ -57,7 +59,8 @@ _GRANTS = table_of(AgentGrant)
 _AUTH = (
     select(Credential.pem, Credential.status.label("cred_status"), Identity.id, Identity.kind,
            Identity.name, Identity.status, Identity.scope, Identity.ceiling,
-           Identity.quarantined_at, Owner.status.label("owner_status"),
+           Identity.quarantined_at, Identity.parent_id, Identity.owner_id,
+           Owner.status.label("owner_status"),
            Owner.email.label("owner"))
     .join(Identity, Identity.id == Credential.identity_id)
     .join(Owner, Owner.id == Identity.owner_id)
@@ -66,6 +69,14 @@ _AUTH = (
 _OPEN_GRANTS = select(_GRANTS).where(_GRANTS.c.identity_id == bindparam("iid"),
                                      _GRANTS.c.status.in_(("pending", "active")))
 _INSERT_GRANT = insert(_GRANTS).returning(_GRANTS.c.id)
+_IDENTITIES = table_of(Identity)
+_PARENT_OF = select(_IDENTITIES.c.parent_id).where(_IDENTITIES.c.id == bindparam("id"))
+_LIVE_CHILDREN = select(func.count()).select_from(_IDENTITIES).where(
+    _IDENTITIES.c.parent_id == bindparam("id"), _IDENTITIES.c.status != "retired")
+_NAME_TAKEN = select(_IDENTITIES.c.id).where(_IDENTITIES.c.kind == bindparam("kind"),
+                                             _IDENTITIES.c.name == bindparam("name"))
+_INSERT_IDENTITY = insert(_IDENTITIES).returning(_IDENTITIES.c.id)
+_INSERT_LABELS = insert(table_of(IdentityLabel))
 _ANY_DUE = select(_GRANTS.c.id).where(
     ((_GRANTS.c.status == "active") & (_GRANTS.c.expires_at <= bindparam("now")))
     | ((_GRANTS.c.status == "pending") & (_GRANTS.c.requested_at <= bindparam("limit")))
@@ -248,6 +259,96 @@ class AgentService:
 
     # -- grants ----------------------------------------------------------------------------
 
+    def _authenticate_on(self, conn: Connection, serial: str, payload_bytes: bytes,
+                         payload: dict[str, Any], signature: bytes, *, method: str,
+                         path: str, body: bytes, now: dt.datetime) -> tuple[Any, x509.Certificate]:
+        """:meth:`authenticate` inside a ``run_write`` transaction: the agent's row."""
+        row = conn.execute(_AUTH, {"serial": serial}).first()
+        if row is None or row.pem is None:
+            raise Unauthorized("agent certificate unknown to this CA")
+        certificate = self._certificate(serial, row.pem)
+        claims = agent_auth.verify_request(
+            payload_bytes, payload, signature, certificate, None, method=method,
+            path=path, body=body, now=now, revoked=row.cred_status == "revoked")
+        self.replays.check(claims.nonce)
+        ref = f"{row.kind}/{row.name}"
+        if row.kind != IdentityKind.AI_AGENT.value:
+            raise Forbidden(f"{ref} is not an ai_agent")
+        if row.status != "active":
+            raise Forbidden(f"identity {ref} is {row.status}")
+        if row.owner_status != "active":
+            raise Forbidden(f"owner {row.owner} of {ref} has departed")
+        return row, certificate
+
+    async def signed_spawn(self, header: str, *, method: str, path: str, body: bytes,
+                           name: str, scope: Mapping[str, str], csr_pem: bytes,
+                           lifetime: str | None, now: dt.datetime) -> SpawnResult:
+        """Create a child agent and its certificate: proof, lineage bounds, identity,
+        certificate, audit and events in one write transaction (``run_write``)."""
+        payload_bytes, payload, signature = agent_auth.parse_header(header)
+        serial = format(int(payload["serial"], 16), "x")
+
+        def tx(conn: Connection) -> SpawnResult:
+            row, certificate = self._authenticate_on(conn, serial, payload_bytes, payload,
+                                                     signature, method=method, path=path,
+                                                     body=body, now=now)
+            ref = f"{row.kind}/{row.name}"
+            if row.quarantined_at is not None:
+                raise Forbidden(f"{ref} is quarantined; it cannot spawn sub-agents")
+            remaining = certificate.not_valid_after_utc - now
+            if lifetime:
+                validity = parse_duration(lifetime)
+                if validity > remaining:
+                    raise InvalidInput(
+                        f"a child certificate cannot outlive its parent's: {lifetime} asked,"
+                        f" the parent certificate ends in {int(remaining.total_seconds())}s")
+            else:
+                validity = min(DEFAULT_CHILD_LIFETIME, remaining)
+            if validity < dt.timedelta(seconds=60):
+                raise InvalidInput("the parent certificate ends within a minute; renew it first")
+            new = NewIdentity.build("ai_agent", name, row.owner, scope=dict(scope), parent=ref,
+                                    description=f"sub-agent spawned by {ref}")
+            depth, cursor = 0, row.parent_id
+            while cursor is not None and depth <= MAX_LINEAGE_DEPTH:
+                depth += 1
+                cursor = conn.execute(_PARENT_OF, {"id": cursor}).scalar()
+            children = int(conn.execute(_LIVE_CHILDREN, {"id": row.id}).scalar() or 0)
+            check_child(ParentFacts(ref, row.status, row.owner, dict(row.scope or {}), depth,
+                                    children), new.owner, new.scope)
+            if conn.execute(_NAME_TAKEN, {"kind": "ai_agent", "name": new.name}).first():
+                raise Conflict(f"identity ai_agent/{new.name} already exists")
+            child_id = conn.execute(_INSERT_IDENTITY, {
+                "kind": "ai_agent", "name": new.name, "owner_id": row.owner_id,
+                "status": "active", "scope": new.scope, "parent_id": row.id,
+                "allow_mab": False, "description": new.description, "created_at": now,
+                "expires_at": None, "ceiling": row.ceiling}).scalar_one()
+            if new.scope:
+                conn.execute(_INSERT_LABELS, [{"identity_id": child_id, "key": k, "value": v}
+                                              for k, v in new.scope.items()])
+            child_ref = f"ai_agent/{new.name}"
+            actor = f"agent:{ref}"
+            audit.append_many_sync(conn, [(actor, "identity.add", child_ref, None, {
+                "kind": "ai_agent", "name": new.name, "owner": row.owner, "status": "active",
+                "scope": new.scope, "macs": [], "allow_mab": False, "parent": ref})], now)
+            conn.execute(_INSERT_EVENT, {
+                "event_id": str(uuid.uuid4()), "type": "identity.created", "at": now,
+                "payload": {"identity": child_ref, "owner": row.owner, "scope": new.scope,
+                            "parent": ref}, "published_at": None})
+            bundle = self.ca.issue_on(conn, identity_id=child_id, kind="ai_agent",
+                                      name=new.name, scope=new.scope, parent_id=row.id,
+                                      csr_pem=csr_pem, validity=validity, now=now, actor=actor)
+            after = {"parent": ref, "owner": row.owner, "scope": new.scope,
+                     "serial": bundle.serial, "not_after": bundle.not_after.isoformat()}
+            audit.append_many_sync(conn, [(actor, "agent.spawn", child_ref, None, after)], now)
+            conn.execute(_INSERT_EVENT, {
+                "event_id": str(uuid.uuid4()), "type": "agent.spawned", "at": now,
+                "payload": {"identity": child_ref, **{k: v for k, v in after.items()
+                                                       if k != "owner"}},
+                "published_at": None})
+            return SpawnResult(child_ref, ref, dict(new.scope), bundle)
+
+        return await self.inventory.db.run_write(tx)
+
     async def signed_grant_request(self, header: str, *, method: str, path: str,
                                    body: bytes, label: str, duration: str,
                                    now: dt.datetime) -> GrantView:
@@ -258,21 +359,10 @@ class AgentService:
         serial = format(int(payload["serial"], 16), "x")
 
         def tx(conn: Connection) -> GrantView:
-            row = conn.execute(_AUTH, {"serial": serial}).first()
-            if row is None or row.pem is None:
-                raise Unauthorized("agent certificate unknown to this CA")
-            certificate = self._certificate(serial, row.pem)
-            claims = agent_auth.verify_request(
-                payload_bytes, payload, signature, certificate, None, method=method,
-                path=path, body=body, now=now, revoked=row.cred_status == "revoked")
-            self.replays.check(claims.nonce)
+            row, _cert = self._authenticate_on(conn, serial, payload_bytes, payload,
+                                               signature, method=method, path=path,
+                                               body=body, now=now)
             ref = f"{row.kind}/{row.name}"
-            if row.kind != IdentityKind.AI_AGENT.value:
-                raise Forbidden(f"{ref} is not an ai_agent")
-            if row.status != "active":
-                raise Forbidden(f"identity {ref} is {row.status}")
-            if row.owner_status != "active":
-                raise Forbidden(f"owner {row.owner} of {ref} has departed")
             if row.quarantined_at is not None:
                 raise Forbidden(f"{ref} is quarantined; it cannot widen its access")
             key, value = parse_label(label)
@@ -408,46 +498,6 @@ class AgentService:
         return [_grant_view(g, f"{k}/{n}") for g, k, n in reversed(rows)]
 
     # -- sub-agents ------------------------------------------------------------------------
-
-    async def spawn(self, caller: AgentCaller, name: str, scope: Mapping[str, str],
-                    csr_pem: bytes, lifetime: str | None, s: AsyncSession,
-                    now: dt.datetime) -> SpawnResult:
-        """Create a child agent and its certificate in the caller's transaction."""
-        parent = await s.get(Identity, caller.identity_id)
-        assert parent is not None
-        if parent.quarantined_at is not None:
-            raise Forbidden(f"{caller.ref} is quarantined; it cannot spawn sub-agents")
-        remaining = caller.not_after - now
-        if lifetime:
-            validity = parse_duration(lifetime)
-            if validity > remaining:
-                raise InvalidInput(
-                    f"a child certificate cannot outlive its parent's: {lifetime} asked, "
-                    f"the parent certificate ends in {int(remaining.total_seconds())}s")
-        else:
-            validity = min(DEFAULT_CHILD_LIFETIME, remaining)
-        if validity < dt.timedelta(seconds=60):
-            raise InvalidInput("the parent certificate ends within a minute; renew it first")
-        owner = await s.get(Owner, parent.owner_id)
-        assert owner is not None
-        new = NewIdentity.build("ai_agent", name, owner.email, scope=dict(scope),
-                                parent=str(caller.ref),
-                                description=f"sub-agent spawned by {caller.ref}")
-        actor = f"agent:{caller.ref}"
-        child = await self.inventory._insert_identity(s, new, now, actor)
-        child.ceiling = parent.ceiling
-        child_ref = f"{child.kind}/{child.name}"
-        add_event(s, "identity.created", {"identity": child_ref, "owner": owner.email,
-                                          "scope": child.scope, "parent": str(caller.ref)}, now)
-        bundle = await self.ca._issue(s, child, csr_pem, validity, now, actor=actor)
-        await audit.append(s, actor=actor, action="agent.spawn", target=child_ref, before=None,
-                           after={"parent": str(caller.ref), "owner": owner.email,
-                                  "scope": child.scope, "serial": bundle.serial,
-                                  "not_after": bundle.not_after.isoformat()}, now=now)
-        add_event(s, "agent.spawned", {"identity": child_ref, "parent": str(caller.ref),
-                                       "scope": child.scope, "serial": bundle.serial,
-                                       "not_after": bundle.not_after.isoformat()}, now)
-        return SpawnResult(child_ref, str(caller.ref), dict(child.scope), bundle)
 
     # -- lineage view ------------------------------------------------------------------------
 

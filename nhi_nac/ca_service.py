@@ -479,6 +479,58 @@ class CaService:
             self._pem_strings = issuer.ca.chain_pem.decode(), issuer.ca.root_pem.decode()
         return self._pem_strings
 
+    def issue_on(self, conn: Connection, *, identity_id: int, kind: str, name: str,
+                 scope: dict[str, Any], parent_id: int | None, csr_pem: bytes,
+                 validity: dt.timedelta | None, now: dt.datetime, actor: str,
+                 extra: dict[str, Any] | None = None) -> IssuedBundle:
+        """Check the CSR, sign and store a certificate for an identity whose status the
+        caller has checked, inside the caller's write transaction (``run_write``):
+        profile, DNS names from scope, key bindings, the parent bound, the credential
+        row, the identity's rotation time, the audit record and the event."""
+        issuer = self._issuer()
+        ref = f"{kind}/{name}"
+        profile = PROFILE_FOR_KIND.get(kind)
+        if profile is None:
+            raise InvalidInput(f"{kind} identities do not hold certificates")
+        if len(csr_pem) > MAX_CSR_BYTES:
+            raise InvalidInput(f"CSR larger than {MAX_CSR_BYTES} bytes")
+        try:
+            csr = pki.load_csr(csr_pem)
+            fp = pki.public_key_fingerprint(csr.public_key())  # type: ignore[arg-type]
+        except (pki.PkiError, ValueError, TypeError) as exc:
+            raise InvalidInput(f"CSR refused: {exc}") from None
+        if parent_id is not None:
+            limit = _parent_certificates(conn, [identity_id]).get(identity_id)
+            if limit is not None:
+                validity = child_validity(profile, validity, *limit, now)
+        dns = tuple(v for k, v in scope.items()
+                    if k == DNS_SCOPE_KEY or k.startswith(DNS_SCOPE_KEY + "."))
+        holders = _key_holders(conn, [fp])
+        try:
+            cert = issuer.issue_for_csr(
+                csr, kind, name, profile, now, validity=validity, allowed_dns_names=dns,
+                key_bindings=_Holders(fp, holders.get(fp, set()), (kind, name)))
+        except pki.PeerError as exc:
+            raise InvalidInput(f"certificate refused: {getattr(exc, 'reason', exc)}") from None
+        new_serial = format(cert.serial, "x")
+        conn.execute(_INSERT_CREDENTIAL, {
+            "identity_id": identity_id, "type": "certificate", "serial": new_serial,
+            "fingerprint": cert.fingerprint_sha256, "key_fingerprint": cert.key_fingerprint,
+            "profile": profile, "status": "active", "created_at": now, "last_rotated_at": None,
+            "not_before": cert.not_before, "expires_at": cert.not_after, "revoked_at": None,
+            "revocation_reason": None, "pem": cert.pem.decode()})
+        conn.execute(_MARK_ROTATED, {"ids": [identity_id], "now": now})
+        after = {"serial": new_serial, "profile": profile,
+                 "not_after": cert.not_after.isoformat(), **(extra or {})}
+        audit.append_many_sync(conn, [(actor, "certificate.issue", ref, None, after)], now)
+        conn.execute(_INSERT_EVENT, {"event_id": str(uuid.uuid4()),
+                                     "type": "certificate.issued", "at": now,
+                                     "payload": {"identity": ref, **after},
+                                     "published_at": None})
+        chain, root = self._pems(issuer)
+        return IssuedBundle(ref, cert.pem.decode(), chain, root, new_serial, cert.not_after,
+                            profile)
+
     async def renew(self, proof: bytes, validity: dt.timedelta | None = None) -> IssuedBundle:
         """Token-less renewal, proven by a request signed with the current key.
 
@@ -506,51 +558,11 @@ class CaService:
                 raise Forbidden(f"renewal refused: {exc}") from None
             ref = f"{row.kind}/{row.name}"
             check_active(ref, row.status, row.owner_status, row.owner)
-            profile = PROFILE_FOR_KIND.get(row.kind)
-            if profile is None:
-                raise InvalidInput(f"{row.kind} identities do not hold certificates")
-            try:
-                csr = pki.load_csr(request.csr_pem)
-                fp = pki.public_key_fingerprint(csr.public_key())  # type: ignore[arg-type]
-            except (pki.PkiError, ValueError, TypeError) as exc:
-                raise InvalidInput(f"CSR refused: {exc}") from None
-            wanted = validity
-            if row.parent_id is not None:
-                limit = _parent_certificates(conn, [row.id]).get(row.id)
-                if limit is not None:
-                    wanted = child_validity(profile, validity, *limit, now)
-            dns = tuple(v for k, v in (row.scope or {}).items()
-                        if k == DNS_SCOPE_KEY or k.startswith(DNS_SCOPE_KEY + "."))
-            holders = _key_holders(conn, [fp])
-            try:
-                cert = issuer.issue_for_csr(
-                    csr, row.kind, row.name, profile, now, validity=wanted,
-                    allowed_dns_names=dns,
-                    key_bindings=_Holders(fp, holders.get(fp, set()), (row.kind, row.name)))
-            except pki.PeerError as exc:
-                raise InvalidInput(f"certificate refused: {getattr(exc, 'reason', exc)}"
-                                   ) from None
-            new_serial = format(cert.serial, "x")
-            conn.execute(_INSERT_CREDENTIAL, {
-                "identity_id": row.id, "type": "certificate", "serial": new_serial,
-                "fingerprint": cert.fingerprint_sha256, "key_fingerprint": cert.key_fingerprint,
-                "profile": profile, "status": "active", "created_at": now,
-                "last_rotated_at": None, "not_before": cert.not_before,
-                "expires_at": cert.not_after, "revoked_at": None, "revocation_reason": None,
-                "pem": cert.pem.decode()})
             conn.execute(_MARK_CREDENTIAL_ROTATED, {"cid": row.cred_id, "now": now})
-            conn.execute(_MARK_ROTATED, {"ids": [row.id], "now": now})
-            after = {"serial": new_serial, "profile": profile,
-                     "not_after": cert.not_after.isoformat(), "renews": serial}
-            audit.append_many_sync(conn, [(f"renew:{ref}", "certificate.issue", ref, None,
-                                           after)], now)
-            conn.execute(_INSERT_EVENT, {"event_id": str(uuid.uuid4()),
-                                         "type": "certificate.issued", "at": now,
-                                         "payload": {"identity": ref, **after},
-                                         "published_at": None})
-            chain, root = self._pems(issuer)
-            return IssuedBundle(ref, cert.pem.decode(), chain, root, new_serial, cert.not_after,
-                                profile)
+            return self.issue_on(conn, identity_id=row.id, kind=row.kind, name=row.name,
+                                 scope=row.scope or {}, parent_id=row.parent_id,
+                                 csr_pem=request.csr_pem, validity=validity, now=now,
+                                 actor=f"renew:{ref}", extra={"renews": serial})
 
         return await self.inventory.db.run_write(tx)
 

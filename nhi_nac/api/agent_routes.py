@@ -76,17 +76,17 @@ async def spawn(request: web.Request) -> web.Response:
     raw, data = await _read(request)
     name, scope, csr = data.get("name"), data.get("scope", {}), data.get("csr")
     lifetime = data.get("lifetime")
-    now = service.inventory.clock()
-    async with service.inventory.db.transaction() as s:
-        caller = await _caller(request, service, s, raw, now)
-        if not isinstance(name, str) or not isinstance(csr, str):
-            raise InvalidInput("name and csr (PEM) are required")
-        if not isinstance(scope, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in scope.items()):
-            raise InvalidInput("scope must be an object of string labels")
-        if lifetime is not None and not isinstance(lifetime, str):
-            raise InvalidInput("lifetime is a duration such as 30m")
-        result = await service.spawn(caller, name, scope, csr.encode(), lifetime, s, now)
+    if not isinstance(name, str) or not isinstance(csr, str):
+        raise InvalidInput("name and csr (PEM) are required")
+    if not isinstance(scope, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in scope.items()):
+        raise InvalidInput("scope must be an object of string labels")
+    if lifetime is not None and not isinstance(lifetime, str):
+        raise InvalidInput("lifetime is a duration such as 30m")
+    result = await service.signed_spawn(
+        request.headers.get("Authorization", ""), method=request.method, path=request.path,
+        body=raw, name=name, scope=scope, csr_pem=csr.encode(), lifetime=lifetime,
+        now=service.inventory.clock())
     return web.json_response(to_json(result), status=201)
 
 
