@@ -11,7 +11,8 @@ the server. Phases:
 2. renew: each renews with a proof signed by its current key (POST /pki/v1/renew);
 3. spawn: each spawns SPAWN sub-agents with their CSRs (POST /agent/v1/spawn);
 4. grants: each asks for GRANTS labels inside its owner-approved ceiling (auto-approved)
-   and one outside it (pending) (POST /agent/v1/grants); the latency of each decision.
+   at concurrency C, one more one at a time (the bare decision latency), and one outside
+   it (pending) (POST /agent/v1/grants); the latency of each decision.
 
 Printed per phase: operations/s, p50/p99 latency, server CPU per operation
 (utime+stime of the server PID from /proc over the phase).
@@ -33,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +75,8 @@ Request = tuple[str, str, bytes, dict[str, str]]
 
 
 async def phase(name: str, pid: int, base: str, requests: list[Request],
-                check: Callable[[int, Any], Awaitable[None]] | None = None) -> list[Any]:
-    """Send ``requests`` at concurrency C; print rate, latency and server CPU."""
+                concurrency: int = C) -> list[Any]:
+    """Send ``requests`` at ``concurrency``; print rate, latency and server CPU."""
     answers: list[Any] = [None] * len(requests)
     latencies: list[float] = []
     queue = list(enumerate(requests))
@@ -95,10 +95,10 @@ async def phase(name: str, pid: int, base: str, requests: list[Request],
                     failures.append(f"{r.status} {data.get('detail')}")
                 answers[i] = data
 
-    connector = aiohttp.TCPConnector(limit=C)
+    connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         cpu0, t0 = cpu_seconds(pid), time.perf_counter()
-        await asyncio.gather(*(worker(session) for _ in range(C)))
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
         wall, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
     if failures:
         raise SystemExit(f"{name}: {len(failures)} failed, e.g. {failures[0]}")
@@ -139,7 +139,7 @@ async def main() -> None:
             {"kind": "ai_agent", "name": n, "owner": "ops@example.com",
              "scope": {"env": "prod"}} for n in names]}))
         cli(env, "import", str(work / "agents.json"))
-        ceiling_values = [f"v{j}" for j in range(GRANTS)]
+        ceiling_values = [f"v{j}" for j in range(GRANTS + 1)]
         script = (
             "import asyncio, sys\n"
             "from nhi_nac.app import build\n"
@@ -219,7 +219,11 @@ async def main() -> None:
 
         granted = await phase("grant inside ceiling", proc.pid, base, [
             post("/agent/v1/grants", {"label": f"task={v}", "duration": "10m"}, cred)
-            for v in ceiling_values for cred in creds])
+            for v in ceiling_values[:GRANTS] for cred in creds])
+        assert {g["status"] for g in granted} == {"active"}
+        granted = await phase("grant inside, C=1", proc.pid, base, [
+            post("/agent/v1/grants", {"label": f"task={ceiling_values[-1]}",
+                                      "duration": "10m"}, cred) for cred in creds], 1)
         assert {g["status"] for g in granted} == {"active"}
         pending = await phase("grant outside ceiling", proc.pid, base, [
             post("/agent/v1/grants", {"label": "zone=db", "duration": "10m"}, cred)
