@@ -127,16 +127,26 @@ GRANT_EXPIRY_SECONDS = 1.0
 BEHAVIOUR_SCAN_SECONDS = 2.0
 
 
-async def _govern_agents(agents: AgentService, governance: Governance) -> None:
-    """End grants on time; run the behavioural rules every few seconds."""
+async def _govern(agents: AgentService, governance: Governance, rescan_seconds: int) -> None:
+    """End grants on time; run the behavioural rules every few seconds; rescan everything
+    after a relevant change (at most every ``rescan_seconds``)."""
     loop = asyncio.get_running_loop()
-    next_scan = loop.time()
+    next_scan = next_full = loop.time()
+    if rescan_seconds:
+        await governance.changed()  # set the mark: what came before is the timer's
     while True:
         await asyncio.sleep(GRANT_EXPIRY_SECONDS)
         try:
             for grant in await agents.expire_due():
                 log.info("agent.grant_ended", grant=grant.id, identity=grant.identity,
                          status=grant.status)
+            if rescan_seconds and loop.time() >= next_full and await governance.changed():
+                next_full = loop.time() + rescan_seconds
+                next_scan = loop.time() + BEHAVIOUR_SCAN_SECONDS
+                result = await governance.scan()
+                if result.opened or result.resolved:
+                    log.info("governance.rescan", opened=list(result.opened),
+                             resolved=list(result.resolved))
             if loop.time() >= next_scan:
                 next_scan = loop.time() + BEHAVIOUR_SCAN_SECONDS
                 result = await governance.scan(behaviour_only=True)
@@ -186,7 +196,8 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     enforcer = Enforcer(services.db, coa_sender(CoaSender(), config.radius.coa_port), utcnow,
                         prepare)
     await enforcer.start()
-    agents_task = asyncio.create_task(_govern_agents(services.agents, services.governance))
+    agents_task = asyncio.create_task(_govern(services.agents, services.governance,
+                                              config.governance.rescan_seconds))
     tasks = [relay_task, refresh_task, ca_task, agents_task]
     if config.radius.coa_enabled:
         tasks.append(asyncio.create_task(enforcer.run()))

@@ -94,6 +94,10 @@ class GovernanceConfig:
     unused_days: int = 30
     #: More active credentials than this on one identity is sprawl (2 allows a rotation).
     max_active_credentials: int = 2
+    #: ``nhi-nac serve`` rescans when a relevant change (owner, identity, credential,
+    #: certificate, segment map, discovered device, session) was written, at most once per
+    #: this many seconds; 0 leaves scanning to the timer and the CLI.
+    rescan_seconds: int = 30
     #: What a newly opened finding triggers besides its event: "notify" (event only),
     #: "suspend" (the identity is suspended), "quarantine" (the identity is put on the
     #: segment map's fallback segment and its sessions re-authenticated by CoA) or
@@ -333,6 +337,8 @@ def _validate(cfg: Config) -> Config:
                               f"must be one of {', '.join(GOVERNANCE_ACTIONS_FOR[ftype])}")
     if not 1 <= cfg.governance.unused_days <= 3650:
         raise ConfigError("governance.unused_days", "must be 1-3650 days")
+    if not 0 <= cfg.governance.rescan_seconds <= 86400:
+        raise ConfigError("governance.rescan_seconds", "must be 0-86400 seconds")
     if not 1 <= cfg.governance.max_active_credentials <= 100:
         raise ConfigError("governance.max_active_credentials", "must be 1-100")
     from nhi_nac.durations import parse_duration

@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nhi_nac import audit
@@ -70,11 +70,15 @@ from nhi_nac.storage.models import (
     Identity,
     IdentityMac,
     NasClient,
+    OutboxEvent,
     Owner,
     RadiusSession,
 )
 
 BEHAVIOUR_TYPES = ("new_site", "burst", "fan_out", "sequence")
+#: Event types after which ``nhi-nac serve`` rescans (not finding.*: no loops).
+RESCAN_PREFIXES = ("owner.", "identity.", "credential.", "certificate.", "segments.applied",
+                   "device.discovered", "session.")
 FINDING_TYPES = ("orphaned", "expired_active", "stale_credential", "sprawl", "unused",
                  "unmanaged", "drift", *BEHAVIOUR_TYPES)
 SEVERITY = {"orphaned": "high", "expired_active": "high", "stale_credential": "medium",
@@ -380,6 +384,21 @@ class Governance:
         self.policy = policy
         self.vlan_of = vlan_of
         self.agents = agents or AgentsConfig()
+        self._mark: int | None = None
+
+    async def changed(self) -> bool:
+        """Whether a change that can open or resolve a finding was written (by any node)
+        since the last call; the first call only sets the mark."""
+        async with self.inventory.db.read() as s:
+            newest = int(await s.scalar(select(func.max(OutboxEvent.id))) or 0)
+            if self._mark is None:
+                self._mark = newest
+                return False
+            hit = await s.scalar(select(OutboxEvent.id).where(
+                OutboxEvent.id > self._mark, OutboxEvent.id <= newest,
+                or_(*(OutboxEvent.type.startswith(p) for p in RESCAN_PREFIXES))).limit(1))
+        self._mark = newest
+        return hit is not None
 
     async def scan(self, behaviour_only: bool = False) -> ScanResult:
         """Detect, reconcile and act; ``behaviour_only`` runs just the agent rules (the

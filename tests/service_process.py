@@ -85,5 +85,8 @@ class Service:
 
 def service_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NHI_NAC_")}
-    env.update({"NHI_NAC_DATA_DIR": str(tmp_path / "data"), "NHI_NAC_LOG_FORMAT": "json"})
+    env.update({"NHI_NAC_DATA_DIR": str(tmp_path / "data"), "NHI_NAC_LOG_FORMAT": "json",
+                # Tests run `governance scan` themselves and read what it opened; the
+                # service's own rescan on change is tested on its own.
+                "NHI_NAC_GOVERNANCE_RESCAN_SECONDS": "0"})
     return env

@@ -138,3 +138,20 @@ def _crl_serials(svc: Service) -> str:
     p = subprocess.run(["openssl", "crl", "-noout", "-text"], input=pem, capture_output=True,
                        timeout=30)
     return p.stdout.decode().replace(":", "").lower()
+
+
+def test_the_service_rescans_on_a_relevant_change(tmp_path: Path) -> None:
+    svc = _service(tmp_path, NHI_NAC_GOVERNANCE_RESCAN_SECONDS="1")
+    svc.start()
+    try:
+        time.sleep(1.5)
+        # No `governance scan` here: offboarding the owner is a change the service sees.
+        svc.cli("owner", "offboard", "fac@example.com")
+        _wait(lambda: [f["subject"] for f in json.loads(
+            svc.cli("--json", "findings", "list", "--type", "orphaned"))] == ["device/mfp-3"],
+            "the orphaned finding, opened by the running service")
+        svc.cli("identity", "retire", "device/mfp-3")  # the cause goes away
+        _wait(lambda: json.loads(svc.cli("--json", "findings", "list", "--type",
+                                         "orphaned")) == [], "the finding to resolve")
+    finally:
+        svc.stop()
