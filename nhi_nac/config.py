@@ -32,7 +32,7 @@ GOVERNANCE_ACTIONS_FOR = {
     "unused": _ON_IDENTITY, "unmanaged": ("notify",), "drift": _ON_IDENTITY,
     # Behavioural findings (AI agents): what a valid credential alone cannot show.
     "new_site": _ON_IDENTITY, "burst": _ON_IDENTITY, "fan_out": _ON_IDENTITY,
-    "sequence": _ON_IDENTITY,
+    "sequence": _ON_IDENTITY, "volume": _ON_IDENTITY, "off_hours": _ON_IDENTITY,
 }
 _TRUST_DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 CONFIG_ENV = "NHI_NAC_CONFIG"
@@ -107,7 +107,7 @@ class GovernanceConfig:
         "orphaned": "notify", "expired_active": "suspend", "stale_credential": "notify",
         "sprawl": "notify", "unused": "notify", "unmanaged": "notify", "drift": "notify",
         "new_site": "quarantine", "burst": "quarantine", "fan_out": "quarantine",
-        "sequence": "quarantine"})
+        "sequence": "quarantine", "volume": "quarantine", "off_hours": "notify"})
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,11 @@ class AgentsConfig:
     burst_factor: int = 5
     #: Sub-agents spawned within one window above which fan-out is flagged.
     fan_out_children: int = 5
+    #: Octets (accounting, in + out) in one window above which, and above burst_factor
+    #: times the largest baseline session, an agent's traffic is flagged.
+    volume_bytes: int = 1_073_741_824
+    #: Days of baseline needed before an unseen hour of day is flagged (off_hours).
+    off_hours_min_days: int = 3
 
 
 @dataclass(frozen=True)
@@ -349,7 +354,9 @@ def _validate(cfg: Config) -> Config:
             parse_duration(getattr(cfg.agents, key))
         except InvalidInput as exc:
             raise ConfigError(f"agents.{key}", str(exc)) from None
-    for key in ("burst_requests", "burst_factor", "fan_out_children"):
+    if cfg.agents.volume_bytes < 1:
+        raise ConfigError("agents.volume_bytes", "must be at least 1")
+    for key in ("burst_requests", "burst_factor", "fan_out_children", "off_hours_min_days"):
         if not 1 <= getattr(cfg.agents, key) <= 100_000:
             raise ConfigError(f"agents.{key}", "must be 1-100000")
     if cfg.log.level not in ("debug", "info", "warning", "error"):

@@ -32,12 +32,17 @@ fan_out            an AI agent spawned more sub-agents in the window than the   
                    fan-out threshold (and several times its baseline)
 sequence           within one window an AI agent widened its scope (a grant),   high
                    then spawned sub-agents, then connected from a new site
+volume             an AI agent's sessions moved more octets (accounting) in the high
+                   window than ``volume_bytes`` and several times its largest
+                   session in the baseline
+off_hours          an AI agent was admitted at an hour of day (UTC) never seen  medium
+                   in a baseline of at least ``off_hours_min_days`` days
 =================  ==========================================================  ========
 
-The behavioural rules (the last four) read a per-agent baseline — NAS sites, access
-request rate, sub-agent fan-out — over ``[agents] baseline`` before the current
-``[agents] window``; ``nhi-nac serve`` evaluates them every few seconds, the scheduled
-scan too.
+The behavioural rules (the last six) read a per-agent baseline — NAS sites, access
+request rate, sub-agent fan-out, traffic volume, hours active — over
+``[agents] baseline`` before the current ``[agents] window``; ``nhi-nac serve``
+evaluates them every few seconds, the scheduled scan too.
 
 Actions (``[governance] actions``): ``notify`` (the event only), ``suspend``,
 ``quarantine`` (fallback segment + CoA; reversible with ``nhi-nac identity release``) or
@@ -75,7 +80,9 @@ from nhi_nac.storage.models import (
     RadiusSession,
 )
 
-BEHAVIOUR_TYPES = ("new_site", "burst", "fan_out", "sequence")
+BEHAVIOUR_TYPES = ("new_site", "burst", "fan_out", "sequence", "volume", "off_hours")
+#: Baseline admissions read per scan for the hours-of-day rule, at most.
+MAX_BASELINE_ROWS = 200_000
 #: Event types after which ``nhi-nac serve`` rescans (not finding.*: no loops).
 RESCAN_PREFIXES = ("owner.", "identity.", "credential.", "certificate.", "segments.applied",
                    "device.discovered", "session.")
@@ -83,7 +90,8 @@ FINDING_TYPES = ("orphaned", "expired_active", "stale_credential", "sprawl", "un
                  "unmanaged", "drift", *BEHAVIOUR_TYPES)
 SEVERITY = {"orphaned": "high", "expired_active": "high", "stale_credential": "medium",
             "sprawl": "medium", "unused": "low", "unmanaged": "medium", "drift": "high",
-            "new_site": "high", "burst": "high", "fan_out": "high", "sequence": "high"}
+            "new_site": "high", "burst": "high", "fan_out": "high", "sequence": "high",
+            "volume": "high", "off_hours": "medium"}
 LIVE = ("active", "suspended")
 
 
@@ -279,6 +287,10 @@ async def detect_behaviour(s: AsyncSession, cfg: AgentsConfig,
         select(Identity.parent_id).distinct()
         .where(Identity.created_at >= since, Identity.kind == "ai_agent",
                Identity.parent_id.is_not(None)))).all() if i is not None}
+    recent_refs |= {r for (r,) in (await s.execute(
+        select(RadiusSession.identity).distinct()
+        .where(RadiusSession.updated_at >= since,
+               RadiusSession.identity.like("ai_agent/%")))).all()}
     agents: dict[str, int] = {}
     for iid, kind, name in (await s.execute(
             select(Identity.id, Identity.kind, Identity.name)
@@ -323,9 +335,36 @@ async def detect_behaviour(s: AsyncSession, cfg: AgentsConfig,
             ).all():
         if pid is not None:
             spawns.setdefault(by_id[pid], []).append(at)
+    # Traffic (accounting counters): in the window, and the largest session before it.
+    window_bytes: dict[str, int] = {}
+    baseline_bytes: dict[str, int] = {}
+    for ref, updated, octets in (await s.execute(
+            select(RadiusSession.identity, RadiusSession.updated_at,
+                   RadiusSession.input_octets + RadiusSession.output_octets)
+            .where(RadiusSession.identity.in_(refs), RadiusSession.updated_at >= base_from)
+            )).all():
+        if updated >= since:
+            window_bytes[ref] = window_bytes.get(ref, 0) + int(octets or 0)
+        else:
+            baseline_bytes[ref] = max(baseline_bytes.get(ref, 0), int(octets or 0))
+    hours = await _baseline_hours(s, [r for r in refs if seen.get(r)], base_from, since)
     found: list[Detection] = []
     for ref, iid in agents.items():
         admissions = seen.get(ref, [])
+        octets = window_bytes.get(ref, 0)
+        largest = baseline_bytes.get(ref, 0)
+        if octets > cfg.volume_bytes and octets > cfg.burst_factor * largest:
+            found.append(Detection("volume", ref, iid, {
+                "octets_in_window": octets, "window": cfg.window,
+                "threshold": cfg.volume_bytes, "largest_baseline_session": largest}))
+        known_hours, days = hours.get(ref, (set(), 0))
+        if days >= cfg.off_hours_min_days:
+            odd = sorted({at.astimezone(dt.UTC).hour for at, _, _, d in admissions
+                          if d == "accept"} - known_hours)
+            if odd:
+                found.append(Detection("off_hours", ref, iid, {
+                    "hours_utc": odd, "baseline_hours_utc": sorted(known_hours),
+                    "baseline_days": days}))
         known = set(known_sites.get(ref, ()))
         baseline_sites = sorted(known)
         new_sites: list[tuple[dt.datetime, str, str]] = []
@@ -374,6 +413,26 @@ async def detect_behaviour(s: AsyncSession, cfg: AgentsConfig,
                     "spawned_at": spawned[0].isoformat(),
                     "new_site_at": moved[0].isoformat(), "window": cfg.window}))
     return found
+
+
+async def _baseline_hours(s: AsyncSession, refs: list[str], base_from: dt.datetime,
+                          since: dt.datetime) -> dict[str, tuple[set[int], int]]:
+    """Per agent: the UTC hours of day and the number of distinct days it was admitted
+    in the baseline (for ``off_hours``); only agents admitted in the window are asked."""
+    result: dict[str, tuple[set[int], int]] = {}
+    if not refs:
+        return result
+    days: dict[str, set[dt.date]] = {}
+    for ref, at in (await s.execute(
+            select(Admission.identity, Admission.at)
+            .where(Admission.identity.in_(refs), Admission.decision == "accept",
+                   Admission.at >= base_from, Admission.at < since)
+            .limit(MAX_BASELINE_ROWS))).all():
+        utc = at.astimezone(dt.UTC)
+        hours, _ = result.setdefault(ref, (set(), 0))
+        hours.add(utc.hour)
+        days.setdefault(ref, set()).add(utc.date())
+    return {ref: (hours, len(days.get(ref, ()))) for ref, (hours, _) in result.items()}
 
 
 class Governance:

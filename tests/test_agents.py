@@ -42,6 +42,7 @@ from nhi_nac.storage.models import (
     Identity,
     NasClient,
     OutboxEvent,
+    RadiusSession,
 )
 
 T0 = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -410,3 +411,50 @@ async def test_a_child_enrolled_by_token_never_outlives_its_parent(lab: Lab) -> 
                                             actor="t")
     bundle = await lab.ca.enroll(token, pki.new_enrollment("p256").csr_pem)
     assert bundle.not_after <= parent.cert.not_valid_after_utc  # default 1 h, cut to 20 min
+
+
+async def test_traffic_volume_and_an_unseen_hour(lab: Lab) -> None:
+    cfg = AgentsConfig(window="10m", volume_bytes=10_000_000, off_hours_min_days=3)
+    gov = Governance(lab.inv, GovernanceConfig(), None, cfg)
+    now = lab.clock.now
+    async with lab.inv.db.transaction() as s:
+        s.add(NasClient(name="sw-hq", address="192.0.2.1/32", secret="x" * 20, site="hq",
+                        vendor="generic", require_message_authenticator=True, created_at=T0))
+        # Baseline: four days, always at this hour; sessions of at most 1 MB.
+        for days in (4, 3, 2, 1):
+            at = now - dt.timedelta(days=days)
+            s.add(Admission(at=at, nas="sw-hq", port="", mac="", method="eap-tls",
+                            identity="ai_agent/planner", decision="accept", vlan=300,
+                            reasons=[]))
+            s.add(RadiusSession(nas="sw-hq", nas_address="192.0.2.1",
+                                acct_session_id=f"old-{days}", identity="ai_agent/planner",
+                                status="stopped", started_at=at, updated_at=at,
+                                input_octets=400_000, output_octets=600_000))
+    assert (await gov.scan(behaviour_only=True)).opened == ()
+    async with lab.inv.db.transaction() as s:
+        s.add(RadiusSession(nas="sw-hq", nas_address="192.0.2.1", acct_session_id="now-1",
+                            identity="ai_agent/planner", status="active", started_at=now,
+                            updated_at=now, input_octets=2_000_000,
+                            output_octets=48_000_000))
+        s.add(Admission(at=now, nas="sw-hq", port="", mac="", method="eap-tls",
+                        identity="ai_agent/planner", decision="accept", vlan=300,
+                        reasons=[]))
+    result = await gov.scan(behaviour_only=True)
+    assert "volume ai_agent/planner" in result.opened
+    volume = next(f for f in await gov.findings() if f.type == "volume")
+    assert volume.evidence["octets_in_window"] == 50_000_000
+    assert volume.evidence["largest_baseline_session"] == 1_000_000
+    # The default action for a traffic spike is quarantine.
+    assert (await lab.inv.quarantine_state(IdentityRef.parse("ai_agent/planner")))[0]
+    # An admission at an hour never seen in four days of baseline: off_hours (notify).
+    lab.clock.advance(hours=12)
+    async with lab.inv.db.transaction() as s:
+        s.add(Admission(at=lab.clock.now, nas="sw-hq", port="", mac="", method="eap-tls",
+                        identity="ai_agent/planner", decision="accept", vlan=999,
+                        reasons=[]))
+    result = await gov.scan(behaviour_only=True)
+    assert "off_hours ai_agent/planner" in result.opened
+    assert "volume ai_agent/planner" in result.resolved  # out of the window now
+    odd = next(f for f in await gov.findings() if f.type == "off_hours")
+    assert odd.evidence["hours_utc"] == [lab.clock.now.hour]
+    assert odd.evidence["baseline_hours_utc"] == [now.hour] and odd.severity == "medium"
