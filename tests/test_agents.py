@@ -458,3 +458,41 @@ async def test_traffic_volume_and_an_unseen_hour(lab: Lab) -> None:
     odd = next(f for f in await gov.findings() if f.type == "off_hours")
     assert odd.evidence["hours_utc"] == [lab.clock.now.hour]
     assert odd.evidence["baseline_hours_utc"] == [now.hour] and odd.severity == "medium"
+
+
+async def test_owner_side_through_the_admin_api(lab: Lab) -> None:
+    from nhi_nac import apitokens
+
+    admin = {"Authorization": "Bearer " + await apitokens.create_token(
+        lab.inv, "ops", "admin", actor="t")}
+    auditor = {"Authorization": "Bearer " + await apitokens.create_token(
+        lab.inv, "siem", "auditor", actor="t")}
+    base = "/api/v1/identities/ai_agent/planner"
+    r = await lab.client.put(base + "/ceiling", headers=admin,
+                             json={"ceiling": {"zone": ["db"], "task": "report"}})
+    assert r.status == 200, await r.text()
+    assert (await r.json())["ceiling"] == {"zone": ["db"], "task": ["report"]}
+    r = await lab.client.put(base + "/ceiling", headers=auditor, json={"ceiling": {}})
+    assert r.status == 403
+    agent = await lab.enroll("ai_agent/planner")
+    _, pending = await lab.grant(agent, "zone=pci", "10m")
+    r = await lab.client.get("/api/v1/agent-grants", headers=auditor,
+                             params={"status": "pending"})
+    assert [g["id"] for g in await r.json()] == [pending["id"]]
+    r = await lab.client.post(f"/api/v1/agent-grants/{pending['id']}/approve", headers=admin)
+    body = await r.json()
+    assert r.status == 200 and body["status"] == "active" and body["decided_by"] == "api-token:ops"
+    r = await lab.client.post(f"/api/v1/agent-grants/{pending['id']}/deny", headers=admin)
+    assert r.status == 409  # decided already
+    r = await lab.client.post(base + "/quarantine", headers=admin, json={"reason": "test"})
+    assert (await r.json())["quarantined"] == ["ai_agent/planner"]
+    r = await lab.client.get(base, headers=auditor)
+    shown = await r.json()
+    assert shown["quarantine_reason"] == "test" and shown["quarantined_at"]
+    r = await lab.client.get(base + "/tree", headers=auditor)
+    (node,) = await r.json()
+    assert node["quarantined"] is True and node["grants"][0].startswith("zone=pci (active")
+    r = await lab.client.post(base + "/release", headers=admin)
+    assert (await r.json())["released"] == ["ai_agent/planner"]
+    r = await lab.client.post(base + "/release", headers=admin)
+    assert r.status == 409
