@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,8 @@ log = structlog.get_logger("nhi_nac.admission")
 MAX_QUEUED_RECORDS = 50_000
 #: Seconds between batch writes and between checks for inventory changes.
 FLUSH_SECONDS = 0.2
+#: (identity, NAS site) -> VLAN results kept between changes, at most.
+MAX_VLAN_MEMO = 200_000
 WATCH_SECONDS = 0.5
 #: Seconds between deletions of admissions older than the retention period.
 PRUNE_SECONDS = 3600.0
@@ -164,6 +167,8 @@ class InventoryDirectory(MemoryDirectory):
         self.segment_service = segments
         self.retention = retention
         self.teams: dict[str, str] = {}
+        self._vlans: dict[tuple[int, str], int | None] = {}
+        self._vlans_stamp: tuple[int | None, int, int] = (None, 0, 0)
         self.counters: Counter[str] = Counter()
         self._queue: list[tuple[str, Any]] = []
         self._last_event = 0
@@ -225,14 +230,33 @@ class InventoryDirectory(MemoryDirectory):
     # -- segment ---------------------------------------------------------------------
 
     def vlan_for(self, identity: AdmissionIdentity, nas: NasClient) -> int | None:
+        # Memoised per (identity, NAS site) for identities without an overlay; cleared
+        # on every reload and segment-map or overlay change (forget_vlans).
+        key = (id(identity), nas.site)  # identities live until the reload that clears it
+        segments = self.segment_service
+        stamp = (segments.version, id(segments.matcher), id(segments.overlays))
+        if stamp != self._vlans_stamp:  # a map or overlay change this node made itself
+            self._vlans, self._vlans_stamp = {}, stamp
+        memo = self._vlans
+        if key in memo:
+            return memo[key]
         ref = str(identity.ref)
         # lookup_for: the identity's quarantine and active grants count.
-        hit = self.segment_service.lookup_for(ref, identity.ref.kind.value,
-                                              dict(identity.scope), self.teams.get(ref),
-                                              nas.site or None)
-        if hit is None:
-            return super().vlan_for(identity, nas)
-        return hit.vlan
+        hit = segments.lookup_for(ref, identity.ref.kind.value, dict(identity.scope),
+                                  self.teams.get(ref), nas.site or None)
+        vlan = super().vlan_for(identity, nas) if hit is None else hit.vlan
+        if ref not in segments.overlays and hit is not None:
+            if len(memo) >= MAX_VLAN_MEMO:
+                memo.clear()
+            memo[key] = vlan
+        return vlan
+
+    def forget_vlans(self) -> None:
+        self._vlans = {}
+
+    def replace_identities(self, identities: Iterable[AdmissionIdentity]) -> None:  # noqa: D102
+        super().replace_identities(identities)
+        self.forget_vlans()
 
     # -- sinks -----------------------------------------------------------------------
 

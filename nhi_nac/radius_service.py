@@ -117,6 +117,7 @@ class RadiusNode:
                                on_backend_error=BackendPolicy(self.config.radius.on_backend_error))
 
     def on_segments_changed(self) -> None:
+        self.directory.forget_vlans()
         self.server.policy = dataclasses.replace(self.server.policy,
                                                  unknown_mac_vlan=self.policy().unknown_mac_vlan)
 
