@@ -259,10 +259,12 @@ class AgentService:
 
     # -- grants ----------------------------------------------------------------------------
 
-    def _authenticate_on(self, conn: Connection, serial: str, payload_bytes: bytes,
-                         payload: dict[str, Any], signature: bytes, *, method: str,
+    def _authenticate_on(self, conn: Connection,
+                         proof: tuple[bytes, dict[str, Any], bytes], *, method: str,
                          path: str, body: bytes, now: dt.datetime) -> tuple[Any, x509.Certificate]:
         """:meth:`authenticate` inside a ``run_write`` transaction: the agent's row."""
+        payload_bytes, payload, signature = proof
+        serial = format(int(payload["serial"], 16), "x")
         row = conn.execute(_AUTH, {"serial": serial}).first()
         if row is None or row.pem is None:
             raise Unauthorized("agent certificate unknown to this CA")
@@ -285,12 +287,10 @@ class AgentService:
                            lifetime: str | None, now: dt.datetime) -> SpawnResult:
         """Create a child agent and its certificate: proof, lineage bounds, identity,
         certificate, audit and events in one write transaction (``run_write``)."""
-        payload_bytes, payload, signature = agent_auth.parse_header(header)
-        serial = format(int(payload["serial"], 16), "x")
+        proof = agent_auth.parse_header(header)
 
         def tx(conn: Connection) -> SpawnResult:
-            row, certificate = self._authenticate_on(conn, serial, payload_bytes, payload,
-                                                     signature, method=method, path=path,
+            row, certificate = self._authenticate_on(conn, proof, method=method, path=path,
                                                      body=body, now=now)
             ref = f"{row.kind}/{row.name}"
             if row.quarantined_at is not None:
@@ -355,12 +355,10 @@ class AgentService:
         """The whole grant request — proof, checks, policy, grant, audit, events — as one
         write transaction of Core statements (``Database.run_write``): one thread
         crossing on SQLite, so a decision takes about a millisecond, not ten."""
-        payload_bytes, payload, signature = agent_auth.parse_header(header)
-        serial = format(int(payload["serial"], 16), "x")
+        proof = agent_auth.parse_header(header)
 
         def tx(conn: Connection) -> GrantView:
-            row, _cert = self._authenticate_on(conn, serial, payload_bytes, payload,
-                                               signature, method=method, path=path,
+            row, _cert = self._authenticate_on(conn, proof, method=method, path=path,
                                                body=body, now=now)
             ref = f"{row.kind}/{row.name}"
             if row.quarantined_at is not None:

@@ -136,6 +136,24 @@ async def verify_chain(session: AsyncSession) -> ChainVerdict:
     return ChainVerdict(True, count)
 
 
+Entry = tuple[str, str, str, Mapping[str, Any] | None, Mapping[str, Any] | None]
+
+
+def _chain(seq: int, prev: str, entries: Sequence[Entry], now: dt.datetime
+           ) -> tuple[list[dict[str, Any]], int, str]:
+    """The rows that extend the chain from (seq, prev) by ``entries``, and the new tip."""
+    at = now.astimezone(dt.UTC)
+    rows: list[dict[str, Any]] = []
+    for actor, action, target, before, after in entries:
+        seq += 1
+        b, a = _dump(before), _dump(after)
+        digest = record_hash(prev, seq, at, actor, action, target, b, a)
+        rows.append({"seq": seq, "at": at, "actor": actor, "action": action, "target": target,
+                     "before": b, "after": a, "prev_hash": prev, "hash": digest})
+        prev = digest
+    return rows, seq, prev
+
+
 async def append_many(
     session: AsyncSession,
     entries: Sequence[tuple[str, str, str, Mapping[str, Any] | None, Mapping[str, Any] | None]],
@@ -148,16 +166,7 @@ async def append_many(
     if head is None:
         head = AuditHead(id=1, seq=0, hash=GENESIS_HASH)
         session.add(head)
-    at = now.astimezone(dt.UTC)
-    seq, prev = head.seq, head.hash
-    rows: list[dict[str, Any]] = []
-    for actor, action, target, before, after in entries:
-        seq += 1
-        b, a = _dump(before), _dump(after)
-        digest = record_hash(prev, seq, at, actor, action, target, b, a)
-        rows.append({"seq": seq, "at": at, "actor": actor, "action": action, "target": target,
-                     "before": b, "after": a, "prev_hash": prev, "hash": digest})
-        prev = digest
+    rows, seq, prev = _chain(head.seq, head.hash, entries, now)
     await session.execute(insert(table_of(AuditRecord)), rows)
     head.seq, head.hash = seq, prev
 
@@ -180,15 +189,7 @@ def append_many_sync(
         return
     head = conn.execute(_HEAD_FOR_UPDATE).first()
     seq, prev = (head[0], head[1]) if head is not None else (0, GENESIS_HASH)
-    at = now.astimezone(dt.UTC)
-    rows: list[dict[str, Any]] = []
-    for actor, action, target, before, after in entries:
-        seq += 1
-        b, a = _dump(before), _dump(after)
-        digest = record_hash(prev, seq, at, actor, action, target, b, a)
-        rows.append({"seq": seq, "at": at, "actor": actor, "action": action, "target": target,
-                     "before": b, "after": a, "prev_hash": prev, "hash": digest})
-        prev = digest
+    rows, seq, prev = _chain(seq, prev, entries, now)
     conn.execute(_INSERT_RECORDS, rows)
     if head is None:
         conn.execute(_INSERT_HEAD, {"id": 1, "seq": seq, "hash": prev})
