@@ -10,8 +10,6 @@ child's key is generated here and written, with its certificate, into ``CHILD_DI
 from __future__ import annotations
 
 import json
-import ssl
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
@@ -19,9 +17,8 @@ from typing import Any
 
 import pki
 from nhi_nac.agent_auth import sign_request
+from nhi_nac.enroll_client import http_json
 from nhi_nac.errors import NhiError
-
-HTTP_TIMEOUT = 30
 
 
 def call(server: str, directory: str, method: str, path: str,
@@ -36,21 +33,10 @@ def call(server: str, directory: str, method: str, path: str,
     raw = b"" if body is None else json.dumps(body).encode()
     url = server.rstrip("/") + path
     header = sign_request(key, cert, method, urllib.parse.urlsplit(url).path, raw)
-    ctx = ssl.create_default_context(cafile=ca_file) if url.startswith("https") else None
     req = urllib.request.Request(  # noqa: S310 - scheme checked above
         url, data=raw if body is not None else None, method=method,
         headers={"Content-Type": "application/json", "Authorization": header})
-    try:
-        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT, context=ctx) as resp:  # noqa: S310
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            detail = json.loads(exc.read()).get("detail", exc.reason)
-        except (ValueError, AttributeError):
-            detail = exc.reason
-        raise NhiError(f"refused ({exc.code}): {detail}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise NhiError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
+    return http_json(req, ca_file, "refused")
 
 
 def request_grant(server: str, directory: str, label: str, duration: str,

@@ -111,17 +111,6 @@ class GrantView:
 
 
 @dataclass(frozen=True)
-class AgentCaller:
-    """An agent that proved itself with a valid certificate of ours."""
-
-    ref: IdentityRef
-    identity_id: int
-    serial: str
-    not_after: dt.datetime
-    owner: str
-
-
-@dataclass(frozen=True)
 class SpawnResult:
     child: str
     parent: str
@@ -195,32 +184,13 @@ class AgentService:
 
     # -- authentication ------------------------------------------------------------------
 
-    async def authenticate(self, s: AsyncSession, header: str, *, method: str, path: str,
-                           body: bytes, now: dt.datetime) -> AgentCaller:
-        """The agent behind a signed request, or a refusal saying why."""
-        payload_bytes, payload, signature = agent_auth.parse_header(header)
-        serial = format(int(payload["serial"], 16), "x")
-        row = (await s.execute(
-            select(Credential.pem, Credential.status, Identity, Owner.status, Owner.email)
-            .join(Identity, Identity.id == Credential.identity_id)
-            .join(Owner, Owner.id == Identity.owner_id)
-            .where(Credential.serial == serial, Credential.type == "certificate"))).first()
-        if row is None or row[0] is None:
-            raise Unauthorized("agent certificate unknown to this CA")
-        pem, cred_status, ident, owner_status, owner = row
-        certificate = self._certificate(serial, str(pem))
-        claims = agent_auth.verify_request(
-            payload_bytes, payload, signature, certificate, None, method=method, path=path,
-            body=body, now=now, revoked=cred_status == "revoked")
-        self.replays.check(claims.nonce)
-        ref = IdentityRef(IdentityKind(ident.kind), ident.name)
-        if ident.kind != IdentityKind.AI_AGENT.value:
-            raise Forbidden(f"{ref} is not an ai_agent")
-        if ident.status != "active":
-            raise Forbidden(f"identity {ref} is {ident.status}")
-        if owner_status != "active":
-            raise Forbidden(f"owner {owner} of {ref} has departed")
-        return AgentCaller(ref, ident.id, serial, certificate.not_valid_after_utc, owner)
+    async def signed_identity(self, header: str, *, method: str, path: str, body: bytes,
+                              now: dt.datetime) -> IdentityRef:
+        """The agent behind a signed read-only request, or a refusal saying why."""
+        proof = agent_auth.parse_header(header)
+        row, _cert = await self.inventory.db.run_read(lambda conn: self._authenticate_on(
+            conn, proof, method=method, path=path, body=body, now=now))
+        return IdentityRef(IdentityKind(row.kind), row.name)
 
     def _certificate(self, serial: str, pem: str) -> x509.Certificate:
         """The parsed certificate, checked once against our issuing CA, then cached."""

@@ -28,20 +28,27 @@ RETRY_SECONDS = (5, 15, 60, 300)
 def _post(url: str, body: dict[str, Any], ca_file: str | None) -> dict[str, Any]:
     if not url.startswith(("https://", "http://")):
         raise NhiError(f"--server must be an http:// or https:// URL, not {url!r}")
-    ctx = ssl.create_default_context(cafile=ca_file) if url.startswith("https") else None
     req = urllib.request.Request(  # noqa: S310 - scheme checked above
         url, data=json.dumps(body).encode(), method="POST",
         headers={"Content-Type": "application/json"})
+    data: dict[str, Any] = http_json(req, ca_file, "enrollment refused")
+    return data
+
+
+def http_json(req: urllib.request.Request, ca_file: str | None, refused: str) -> Any:
+    """Send ``req`` (an http(s) URL the caller has checked) and decode the JSON answer; an
+    error answer becomes NhiError with its problem ``detail``."""
+    url = req.full_url
+    ctx = ssl.create_default_context(cafile=ca_file) if url.startswith("https") else None
     try:
         with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT, context=ctx) as resp:  # noqa: S310
-            data: dict[str, Any] = json.loads(resp.read())
-            return data
+            return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         try:
             detail = json.loads(exc.read()).get("detail", exc.reason)
         except (ValueError, AttributeError):
             detail = exc.reason
-        raise NhiError(f"enrollment refused ({exc.code}): {detail}") from None
+        raise NhiError(f"{refused} ({exc.code}): {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise NhiError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
 

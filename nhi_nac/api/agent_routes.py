@@ -14,12 +14,12 @@ transaction, so a refused request leaves nothing behind.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
-from nhi_nac.agents import AgentCaller, AgentService
+from nhi_nac.agents import AgentService
+from nhi_nac.api.bodies import read_json_body
 from nhi_nac.errors import InvalidInput
 from nhi_nac.views import to_json
 
@@ -29,25 +29,12 @@ MAX_AGENT_BODY = 32 * 1024
 
 
 async def _read(request: web.Request) -> tuple[bytes, dict[str, Any]]:
-    raw = await request.content.read(MAX_AGENT_BODY + 1)
-    if len(raw) > MAX_AGENT_BODY:
-        raise InvalidInput(f"request body larger than {MAX_AGENT_BODY} bytes")
     if request.method == "GET":
+        raw = await request.content.read(MAX_AGENT_BODY + 1)
+        if len(raw) > MAX_AGENT_BODY:
+            raise InvalidInput(f"request body larger than {MAX_AGENT_BODY} bytes")
         return raw, {}
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"request body is not JSON: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise InvalidInput("request body must be a JSON object")
-    return raw, data
-
-
-async def _caller(request: web.Request, service: AgentService, s: Any, raw: bytes,
-                  now: Any) -> AgentCaller:
-    return await service.authenticate(
-        s, request.headers.get("Authorization", ""), method=request.method,
-        path=request.path, body=raw, now=now)
+    return await read_json_body(request, MAX_AGENT_BODY)
 
 
 async def request_grant(request: web.Request) -> web.Response:
@@ -65,10 +52,10 @@ async def request_grant(request: web.Request) -> web.Response:
 async def own_grants(request: web.Request) -> web.Response:
     service = request.app[AGENTS]
     raw, _ = await _read(request)
-    now = service.inventory.clock()
-    async with service.inventory.db.transaction() as s:
-        caller = await _caller(request, service, s, raw, now)
-    return web.json_response(to_json(await service.grants(caller.ref)))
+    ref = await service.signed_identity(
+        request.headers.get("Authorization", ""), method=request.method, path=request.path,
+        body=raw, now=service.inventory.clock())
+    return web.json_response(to_json(await service.grants(ref)))
 
 
 async def spawn(request: web.Request) -> web.Response:

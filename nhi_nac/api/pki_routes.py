@@ -7,11 +7,11 @@ and OCSP are public by design (RFC 5280 §4.2.1.13, RFC 6960 Appendix A).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
+from nhi_nac.api.bodies import read_json_body
 from nhi_nac.api.routes import CA
 from nhi_nac.ca_service import CaService
 from nhi_nac.durations import parse_duration
@@ -23,16 +23,7 @@ MAX_PKI_BODY = 64 * 1024
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.content.read(MAX_PKI_BODY + 1)
-    if len(raw) > MAX_PKI_BODY:
-        raise InvalidInput(f"request body larger than {MAX_PKI_BODY} bytes")
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"request body is not JSON: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise InvalidInput("request body must be a JSON object")
-    return data
+    return (await read_json_body(request, MAX_PKI_BODY))[1]
 
 
 def _validity(data: dict[str, Any]) -> Any:
