@@ -29,8 +29,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nhi_nac.domain import IdentityKind, IdentityRef, IdentityStatus, OwnerStatus
+from nhi_nac.events import ADMISSIONS_EVENT
 from nhi_nac.outbox import add_event
-from nhi_nac.radius.decision import AdmissionDecision
+from nhi_nac.radius.decision import AdmissionDecision, Verdict
 from nhi_nac.radius.directory import (
     AccountingRecord,
     AcctStatus,
@@ -75,6 +76,12 @@ LAST_SEEN_RESOLUTION = 60.0
 #: Identities whose last write of last_seen_at is remembered; beyond this, forgotten.
 MAX_LAST_SEEN_ENTRIES = 200_000
 
+#: Decisions per ``admissions.recorded`` outbox event (nhi_nac.events.ADMISSIONS_EVENT):
+#: one outbox row per batch, not per decision. On a busy NAS the event rows, their unique
+#: ids and their publication marks cost more than the admissions themselves; the console
+#: and MQTT still show one item per decision (nhi_nac.events.decision_events).
+MAX_ADMISSIONS_PER_EVENT = 1000
+
 # Statements built once (executemany with one parameter dict per row).
 ADMISSION_INSERT = insert(Admission.__table__)  # type: ignore[arg-type]
 EVENT_INSERT = insert(OutboxEvent.__table__)  # type: ignore[arg-type]
@@ -114,6 +121,11 @@ def _sqlite_write(conn: Connection, rows: list[tuple[Any, ...]], events: list[tu
             cursor.executemany(_SQLITE_LAST_SEEN, seen)
     finally:
         cursor.close()
+
+
+def _chunks(n: int) -> int:
+    """How many ``admissions.recorded`` events carry ``n`` decisions."""
+    return -(-n // MAX_ADMISSIONS_PER_EVENT)
 
 
 def _ts(seconds: float) -> dt.datetime:
@@ -157,6 +169,54 @@ async def load_inventory(s: AsyncSession) -> _Loaded:
     return _Loaded(nas, identities, teams, revoked)
 
 
+#: Distinct decision texts kept by :class:`_DecisionTexts`; beyond this, forgotten.
+MAX_DECISION_TEXTS = 8192
+
+
+class _DecisionTexts:
+    """The stored text forms of admissions, memoised.
+
+    ``times``: a decision time as the database text and the event's ISO form; the
+    calendar part is formatted once per second. ``of``: the identity ref, method and
+    verdict, the reasons column's JSON and the decision's event item as JSON after its
+    ``"at"`` member, per distinct (verdict, identity, method, NAS, port, MAC, VLAN,
+    reasons, failure); the same JSON ``json.dumps`` gives for the whole item.
+    """
+
+    def __init__(self) -> None:
+        self._second: dt.datetime | None = None
+        self._prefix = ("", "")
+        self._texts: dict[tuple[Any, ...], tuple[str, str, str, str, str]] = {}
+
+    def times(self, seconds: float) -> tuple[str, str]:
+        at = dt.datetime.fromtimestamp(seconds, dt.UTC)
+        whole = at.replace(microsecond=0)
+        if whole != self._second:
+            self._second = whole
+            self._prefix = (whole.strftime("%Y-%m-%d %H:%M:%S"), whole.isoformat())
+        db_text, iso = self._prefix
+        return f"{db_text}.{at.microsecond:06d}", iso
+
+    def of(self, d: AdmissionDecision) -> tuple[str, str, str, str, str]:
+        key = (d.verdict, d.identity, d.method, d.nas_name, d.nas_port, d.mac, d.vlan,
+               d.reasons, d.failure)
+        found = self._texts.get(key)
+        if found is None:
+            ref = str(d.identity) if d.identity else ""
+            reasons = list(d.reasons)
+            payload = json.dumps({
+                "at": "", "decision": d.verdict.value, "identity": ref,
+                "method": d.method.value, "nas": d.nas_name, "port": d.nas_port,
+                "mac": d.mac, "vlan": d.vlan, "reasons": reasons, "failure": d.failure})
+            found = (ref, d.method.value, d.verdict.value,
+                     json.dumps({"reasons": reasons, "failure": d.failure}),
+                     payload[len('{"at": "", '):])
+            if len(self._texts) >= MAX_DECISION_TEXTS:
+                self._texts.clear()
+            self._texts[key] = found
+        return found
+
+
 class InventoryDirectory(MemoryDirectory):
     """A :class:`MemoryDirectory` filled from the database and writing results back."""
 
@@ -174,6 +234,7 @@ class InventoryDirectory(MemoryDirectory):
         self._last_event = 0
         #: identity ref → decided_at of the last_seen_at this node last wrote.
         self._last_seen: dict[str, float] = {}
+        self._texts = _DecisionTexts()
         # structlog's module-level logger is a lazy proxy that binds again on every call;
         # bound once logging is configured (start), it costs nothing at warning level.
         self._log: Any = log
@@ -315,38 +376,44 @@ class InventoryDirectory(MemoryDirectory):
     def _sqlite_params(self, decisions: list[AdmissionDecision]) -> tuple[
             list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """:meth:`_admission_rows` as driver parameters for SQLite, each value formatted
-        once (timestamps as SQLAlchemy stores them, JSON as text)."""
+        as SQLAlchemy stores it (timestamps as text, JSON as text).
+
+        A busy NAS repeats itself: the same devices get the same decision again and
+        again. What does not change between two such decisions (the reasons column, an
+        event item but for its time) is serialised once and reused
+        (:class:`_DecisionTexts`); the time is formatted per second, plus microseconds.
+        """
         rows: list[tuple[Any, ...]] = []
-        events: list[tuple[Any, ...]] = []
+        items: list[str] = []
         touched: dict[tuple[str, str], str] = {}
-        dumps = json.dumps
-        for d, event_id in zip(decisions, _event_ids(len(decisions)), strict=True):
-            at = _ts(d.decided_at)
-            at_text = at.strftime("%Y-%m-%d %H:%M:%S.%f")
-            ident = d.identity
-            ref = str(ident) if ident else ""
-            reasons = list(d.reasons)
-            verdict, method = d.verdict.value, d.method.value
+        texts = self._texts
+        for d in decisions:
+            at_text, at_iso = texts.times(d.decided_at)
+            ref, method, verdict, reasons, item_tail = texts.of(d)
             rows.append((at_text, d.nas_name, d.nas_port or "", d.mac or "", method, ref,
-                         verdict, d.vlan, dumps({"reasons": reasons, "failure": d.failure})))
-            accepted = verdict == "accept"
-            events.append((event_id, "admission.accepted" if accepted else
-                           "admission.rejected", at_text, dumps({
-                               "at": at.isoformat(timespec="seconds"), "decision": verdict,
-                               "identity": ref, "method": method, "nas": d.nas_name,
-                               "port": d.nas_port, "mac": d.mac, "vlan": d.vlan,
-                               "reasons": reasons, "failure": d.failure})))
-            if accepted and ident is not None and self._seen_is_stale(ref, d.decided_at):
+                         verdict, d.vlan, reasons))
+            items.append('{"at": "' + at_iso + '", ' + item_tail)
+            ident = d.identity
+            if (ident is not None and d.verdict is Verdict.ACCEPT
+                    and self._seen_is_stale(ref, d.decided_at)):
                 touched[(ident.kind.value, ident.name)] = at_text
+        events = []
+        for start, event_id in zip(range(0, len(rows), MAX_ADMISSIONS_PER_EVENT),
+                                   _event_ids(_chunks(len(rows))), strict=True):
+            end = start + MAX_ADMISSIONS_PER_EVENT
+            events.append((event_id, ADMISSIONS_EVENT, rows[:end][-1][0],
+                           '{"admissions": [' + ", ".join(items[start:end]) + "]}"))
         return rows, events, [(at, k, n) for (k, n), at in touched.items()]
 
     def _admission_rows(self, decisions: list[AdmissionDecision]) -> tuple[
             list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-        """Parameters of the three statements."""
+        """Parameters of the three statements: a row per decision, an
+        ``admissions.recorded`` event per MAX_ADMISSIONS_PER_EVENT decisions, and the
+        last-seen updates."""
         rows: list[dict[str, Any]] = []
-        events: list[dict[str, Any]] = []
+        items: list[dict[str, Any]] = []
         touched: dict[tuple[str, str], dt.datetime] = {}
-        for d, event_id in zip(decisions, _event_ids(len(decisions)), strict=True):
+        for d in decisions:
             at = _ts(d.decided_at)
             ref = str(d.identity) if d.identity else ""
             reasons = list(d.reasons)
@@ -355,19 +422,18 @@ class InventoryDirectory(MemoryDirectory):
                          "mac": d.mac or "", "method": method, "identity": ref,
                          "decision": verdict, "vlan": d.vlan,
                          "reasons": {"reasons": reasons, "failure": d.failure}})
-            # One event per decision: the console's live feed and MQTT subscribers read
-            # each admission.* event as one decision.
-            accepted = d.accepted
-            events.append({"event_id": event_id,
-                           "type": "admission.accepted" if accepted else "admission.rejected",
-                           "at": at, "published_at": None, "payload": {
-                               "at": at.isoformat(timespec="seconds"),
-                               "decision": verdict, "identity": ref,
-                               "method": method, "nas": d.nas_name,
-                               "port": d.nas_port, "mac": d.mac, "vlan": d.vlan,
-                               "reasons": reasons, "failure": d.failure}})
-            if accepted and d.identity is not None and self._seen_is_stale(ref, d.decided_at):
+            items.append({"at": at.isoformat(timespec="seconds"), "decision": verdict,
+                          "identity": ref, "method": method, "nas": d.nas_name,
+                          "port": d.nas_port, "mac": d.mac, "vlan": d.vlan,
+                          "reasons": reasons, "failure": d.failure})
+            if d.accepted and d.identity is not None and self._seen_is_stale(ref, d.decided_at):
                 touched[(d.identity.kind.value, d.identity.name)] = at
+        events = [{"event_id": event_id, "type": ADMISSIONS_EVENT,
+                   "at": rows[:start + MAX_ADMISSIONS_PER_EVENT][-1]["at"],
+                   "published_at": None,
+                   "payload": {"admissions": items[start:start + MAX_ADMISSIONS_PER_EVENT]}}
+                  for start, event_id in zip(range(0, len(rows), MAX_ADMISSIONS_PER_EVENT),
+                                             _event_ids(_chunks(len(rows))), strict=True)]
         seen = [{"k": k, "n": n, "at": at} for (k, n), at in touched.items()]
         return rows, events, seen
 

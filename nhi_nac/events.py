@@ -9,6 +9,7 @@ row is marked. A subscriber that raises leaves the row for the next round.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,25 @@ class Event:
 
 
 Subscriber = Callable[[Event], Awaitable[None]]
+
+#: The outbox event carrying a batch of RADIUS decisions (``payload["admissions"]``, one
+#: item per decision, oldest first; written by :mod:`nhi_nac.admission_store`).
+ADMISSIONS_EVENT = "admissions.recorded"
+
+
+def decision_events(ev: Event) -> list[Event]:
+    """What a subscriber hands on for one outbox event: the event itself, or for an
+    ``admissions.recorded`` batch one ``admission.accepted`` / ``admission.rejected``
+    event per decision. A decision's event id is derived from the batch's, so a batch
+    published again (after a failure half-way) repeats the same ids: consumers can
+    deduplicate by ``event_id``."""
+    if ev.type != ADMISSIONS_EVENT:
+        return [ev]
+    batch = uuid.UUID(ev.event_id)
+    return [Event(str(uuid.uuid5(batch, str(i))),
+                  "admission.accepted" if item.get("decision") == "accept"
+                  else "admission.rejected", str(item.get("at", ev.at)), item, ev.schema)
+            for i, item in enumerate(ev.payload.get("admissions", ()))]
 
 
 class EventRelay:

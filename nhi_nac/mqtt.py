@@ -2,10 +2,11 @@
 
 One more :class:`~nhi_nac.events.EventRelay` subscriber: each event goes to
 ``nhi-nac/<site>/<event-type>`` as JSON (event id, schema version, type, timestamp,
-payload) with QoS 1. A publish that fails raises, so the relay leaves the outbox row
-unpublished and retries it later: a broker outage delays events but loses none.
-``mqtts://`` uses TLS with the system trust store; credentials come from the URL
-(``mqtt://user:password@host:1883``).
+payload) with QoS 1; a batch of RADIUS decisions (``admissions.recorded``) goes out as
+one ``admission.accepted`` / ``admission.rejected`` message per decision. A publish that
+fails raises, so the relay leaves the outbox row unpublished and retries it later: a
+broker outage delays events but loses none. ``mqtts://`` uses TLS with the system trust
+store; credentials come from the URL (``mqtt://user:password@host:1883``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import aiomqtt
 import structlog
 
 from nhi_nac.errors import ConfigError
-from nhi_nac.events import Event
+from nhi_nac.events import Event, decision_events
 
 log = structlog.get_logger("nhi_nac.mqtt")
 
@@ -65,12 +66,13 @@ class MqttPublisher:
     async def __call__(self, ev: Event) -> None:
         try:
             client = await self._connected()
-            await client.publish(event_topic(self.site, ev.type), event_json(ev), qos=1,
-                                 timeout=MQTT_TIMEOUT_SECONDS)
+            for one in decision_events(ev):
+                await client.publish(event_topic(self.site, one.type), event_json(one),
+                                     qos=1, timeout=MQTT_TIMEOUT_SECONDS)
+                self.published += 1
         except aiomqtt.MqttError:
             await self.close()
             raise
-        self.published += 1
 
     async def close(self) -> None:
         client, self._client = self._client, None

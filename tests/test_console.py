@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,11 +14,13 @@ from aiohttp import ClientSession, CookieJar
 from aiohttp.test_utils import TestServer
 
 from nhi_nac import apitokens
+from nhi_nac.admission_store import InventoryDirectory
 from nhi_nac.api.server import make_app
 from nhi_nac.config import GovernanceConfig
 from nhi_nac.domain import IdentityRef
 from nhi_nac.governance import Governance
 from nhi_nac.inventory import Inventory, NewIdentity
+from nhi_nac.radius.decision import AdmissionDecision, AuthMethod, Verdict
 from tests.interop import missing, require_tool
 
 ARTIFACTS = Path(os.environ.get("NHI_TEST_ARTIFACTS",
@@ -263,3 +267,36 @@ async def test_segment_editor_in_browser(
         await srv.close()
         await radius.close()
     assert (await svc.history())[0].version == 2
+
+
+async def test_live_admissions_stream_one_event_per_decision(
+    server: str, seeded: dict[str, str], inventory: Inventory
+) -> None:
+    """The live feed (server-sent events) shows each decision of a written batch."""
+    directory = InventoryDirectory(inventory.db, None, "nhi.example")  # type: ignore[arg-type]
+    await directory.start()
+    async with _client(server) as http:
+        await _login(http, server, seeded["auditor"])
+        resp = await http.get(server + "/ui/admissions/stream")
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        await resp.content.readuntil(b"\n\n")  # the stream is open: the first keep-alive
+        now = time.time()
+        for i, verdict in enumerate((Verdict.ACCEPT, Verdict.REJECT)):
+            directory.record_admission(AdmissionDecision(
+                verdict, AuthMethod.MAB, ("MAC aa:bb:cc:dd:ee:ff from User-Name",), "sw-1",
+                "192.0.2.1", now + i, identity=IdentityRef.parse("device/printer-3f-01"),
+                failure=None if verdict is Verdict.ACCEPT else "bad_password",
+                mac="aa:bb:cc:dd:ee:ff", nas_port="Gi1/0/7",
+                vlan=120 if verdict is Verdict.ACCEPT else None))
+        await directory.flush()
+        shown: list[dict[str, object]] = []
+
+        async def read() -> None:
+            while len(shown) < 2:
+                chunk = await resp.content.readuntil(b"\n\n")
+                if chunk.startswith(b"event: admission\n"):
+                    shown.append(json.loads(chunk.split(b"data: ", 1)[1]))
+        await asyncio.wait_for(read(), 10)
+        resp.close()
+    assert [(a["decision"], a["identity"], a["vlan"]) for a in shown] == [
+        ("accept", "device/printer-3f-01", 120), ("reject", "device/printer-3f-01", None)]

@@ -407,25 +407,27 @@ class RadiusServer:
         attrs: list[Attribute] = []
         if eap_message is not None:
             attrs += codec.split_eap_message(eap_message)
+        fixed: tuple[Attribute, ...]
         if decision.verdict is Verdict.ACCEPT:
             code = Code.ACCESS_ACCEPT
             self.counters["accept"] += 1
             if msk is not None:
                 attrs += codec.mppe_key_attributes(msk, nas.secret, packet.authenticator)
-            if decision.vlan is not None:
-                attrs += codec.vlan_reply(decision.vlan)
-            if decision.session_timeout is not None:
-                attrs += _timeout_reply(decision.session_timeout)
+            fixed = _accept_reply(decision.vlan, decision.session_timeout)
             if decision.mac is not None:
                 self._remember(nas.name, decision.mac, decision.identity, decision.vlan)
         else:
             code = Code.ACCESS_REJECT
             self.counters[f"reject.{decision.failure}"] += 1
-            attrs.append((Attr.REPLY_MESSAGE, self.policy.reject_message.encode()))
-        attrs += [(Attr.PROXY_STATE, p) for p in packet.get_all(Attr.PROXY_STATE)]
-        reply = codec.encode_response(
-            code, packet.identifier, packet.authenticator, attrs, nas.secret
-        )
+            fixed = _reject_reply(self.policy.reject_message)
+        proxy_states = packet.get_all(Attr.PROXY_STATE)
+        body: list[Attribute] | bytes
+        if attrs or proxy_states:
+            body = [*attrs, *fixed, *((Attr.PROXY_STATE, p) for p in proxy_states)]
+        else:  # MAB: only attributes that repeat, encoded once
+            body = codec.encode_fixed_attributes(fixed)
+        reply = codec.encode_response(code, packet.identifier, packet.authenticator, body,
+                                      nas.secret)
         return ServerOutput(datagrams=(Datagram(reply, addr),), decision=decision)
 
     def _remember(
@@ -546,6 +548,22 @@ class RadiusServer:
             self._sessions_per_nas[session.nas_name] -= 1
             if self._sessions_per_nas[session.nas_name] <= 0:
                 del self._sessions_per_nas[session.nas_name]
+
+
+@functools.lru_cache(maxsize=4096)
+def _accept_reply(vlan: int | None, session_timeout: int | None) -> tuple[Attribute, ...]:
+    """The VLAN (RFC 3580) and Session-Timeout attributes of an Access-Accept."""
+    attrs: tuple[Attribute, ...] = ()
+    if vlan is not None:
+        attrs += codec.vlan_reply(vlan)
+    if session_timeout is not None:
+        attrs += _timeout_reply(session_timeout)
+    return attrs
+
+
+@functools.lru_cache(maxsize=16)
+def _reject_reply(message: str) -> tuple[Attribute, ...]:
+    return ((Attr.REPLY_MESSAGE, message.encode()),)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -30,6 +30,7 @@ from nhi_nac.api.routes import GOVERNANCE, INVENTORY, SEGMENTS
 from nhi_nac.apitokens import Principal, Role
 from nhi_nac.domain import IdentityKind, IdentityRef, parse_scope
 from nhi_nac.errors import NhiError, Unauthorized
+from nhi_nac.events import ADMISSIONS_EVENT
 from nhi_nac.report import FRAMEWORKS, RENDERERS, compliance_report
 from nhi_nac.segment_service import SegmentMapRefused, problem_json
 from nhi_nac.storage.models import (
@@ -313,7 +314,8 @@ async def admissions(request: web.Request) -> web.Response:
 
 
 async def admissions_stream(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: each new admission event from the outbox, as it is written."""
+    """Server-sent events: each decision of each new ``admissions.recorded`` outbox
+    event, as it is written."""
     db = request.app[INVENTORY].db
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                        "Cache-Control": "no-store"})
@@ -329,9 +331,10 @@ async def admissions_stream(request: web.Request) -> web.StreamResponse:
                                     .order_by(OutboxEvent.id).limit(200))).all()
         for row in rows:
             last = row.id
-            if row.type.startswith("admission."):
-                await resp.write(f"event: admission\ndata: {json.dumps(row.payload)}\n\n"
-                                 .encode())
+            if row.type == ADMISSIONS_EVENT:  # a batch: one SSE event per decision
+                await resp.write("".join(
+                    f"event: admission\ndata: {json.dumps(item)}\n\n"
+                    for item in row.payload.get("admissions", ())).encode())
         await resp.write(b": keep-alive\n\n")
         await asyncio.sleep(STREAM_POLL_SECONDS)
     return resp
