@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -170,7 +171,7 @@ async def load_inventory(s: AsyncSession) -> _Loaded:
 
 
 #: Distinct decision texts kept by :class:`_DecisionTexts`; beyond this, forgotten.
-MAX_DECISION_TEXTS = 8192
+MAX_DECISION_TEXTS = 16384
 
 
 class _DecisionTexts:
@@ -178,15 +179,17 @@ class _DecisionTexts:
 
     ``times``: a decision time as the database text and the event's ISO form; the
     calendar part is formatted once per second. ``of``: the identity ref, method and
-    verdict, the reasons column's JSON and the decision's event item as JSON after its
-    ``"at"`` member, per distinct (verdict, identity, method, NAS, port, MAC, VLAN,
-    reasons, failure); the same JSON ``json.dumps`` gives for the whole item.
+    verdict, the reasons column's JSON, and the decision's event item as JSON without its
+    ``"at"`` and ``"port"`` values, per distinct (verdict, identity, method, NAS, MAC,
+    VLAN, reasons, failure): a device keeps its MAC and decision from port to port. The
+    pieces join into exactly what ``json.dumps`` gives for the whole item (:meth:`item`).
     """
 
     def __init__(self) -> None:
         self._second: dt.datetime | None = None
         self._prefix = ("", "")
-        self._texts: dict[tuple[Any, ...], tuple[str, str, str, str, str]] = {}
+        self._texts: dict[tuple[Any, ...], tuple[str, str, str, str, str, str]] = {}
+        self._ports: dict[str | None, str] = {}
 
     def times(self, seconds: float) -> tuple[str, str]:
         at = dt.datetime.fromtimestamp(seconds, dt.UTC)
@@ -197,24 +200,40 @@ class _DecisionTexts:
         db_text, iso = self._prefix
         return f"{db_text}.{at.microsecond:06d}", iso
 
-    def of(self, d: AdmissionDecision) -> tuple[str, str, str, str, str]:
-        key = (d.verdict, d.identity, d.method, d.nas_name, d.nas_port, d.mac, d.vlan,
-               d.reasons, d.failure)
+    def of(self, d: AdmissionDecision) -> tuple[str, str, str, str, str, str]:
+        """(ref, method, verdict, reasons JSON, item head, item tail)."""
+        ident = d.identity
+        key = (d.verdict, ident.kind if ident else None, ident.name if ident else None,
+               d.method, d.nas_name, d.mac, d.vlan, d.reasons, d.failure)
         found = self._texts.get(key)
         if found is None:
-            ref = str(d.identity) if d.identity else ""
+            ref = str(ident) if ident else ""
             reasons = list(d.reasons)
-            payload = json.dumps({
+            item = json.dumps({
                 "at": "", "decision": d.verdict.value, "identity": ref,
-                "method": d.method.value, "nas": d.nas_name, "port": d.nas_port,
+                "method": d.method.value, "nas": d.nas_name, "port": _PORT_MARK,
                 "mac": d.mac, "vlan": d.vlan, "reasons": reasons, "failure": d.failure})
+            head, _, tail = item[len('{"at": "", '):].partition(_PORT_MARK_JSON)
             found = (ref, d.method.value, d.verdict.value,
-                     json.dumps({"reasons": reasons, "failure": d.failure}),
-                     payload[len('{"at": "", '):])
+                     json.dumps({"reasons": reasons, "failure": d.failure}), head, tail)
             if len(self._texts) >= MAX_DECISION_TEXTS:
                 self._texts.clear()
             self._texts[key] = found
         return found
+
+    def port(self, port: str | None) -> str:
+        """The JSON of a NAS port (there are few per NAS)."""
+        text = self._ports.get(port)
+        if text is None:
+            if len(self._ports) >= MAX_DECISION_TEXTS:
+                self._ports.clear()
+            text = self._ports[port] = json.dumps(port)
+        return text
+
+
+#: Stands for the port while an event item is serialised once for many ports.
+_PORT_MARK = "\x00port\x00"
+_PORT_MARK_JSON = json.dumps(_PORT_MARK)
 
 
 class InventoryDirectory(MemoryDirectory):
@@ -238,6 +257,7 @@ class InventoryDirectory(MemoryDirectory):
         # structlog's module-level logger is a lazy proxy that binds again on every call;
         # bound once logging is configured (start), it costs nothing at warning level.
         self._log: Any = log
+        self._log_decisions = True
 
     # -- loading ---------------------------------------------------------------------
 
@@ -252,6 +272,7 @@ class InventoryDirectory(MemoryDirectory):
 
     async def start(self) -> None:
         self._log = log.bind()
+        self._log_decisions = self._log.is_enabled_for(logging.INFO)
         async with self.db.read() as s:
             self._last_event = int(await s.scalar(select(func.max(OutboxEvent.id))) or 0)
         await self.reload()
@@ -329,10 +350,11 @@ class InventoryDirectory(MemoryDirectory):
 
     def record_admission(self, decision: AdmissionDecision) -> None:
         d = decision
-        self._log.info("radius.decision", verdict=d.verdict.value, method=d.method.value,
-                       identity=str(d.identity) if d.identity else None, nas=d.nas_name,
-                       port=d.nas_port, mac=d.mac, vlan=d.vlan, reasons=list(d.reasons),
-                       failure=d.failure)
+        if self._log_decisions:  # the arguments alone cost microseconds per packet
+            self._log.info("radius.decision", verdict=d.verdict.value, method=d.method.value,
+                           identity=str(d.identity) if d.identity else None, nas=d.nas_name,
+                           port=d.nas_port, mac=d.mac, vlan=d.vlan, reasons=list(d.reasons),
+                           failure=d.failure)
         self._enqueue("admission", decision)
 
     def record_unmanaged(self, sighting: UnmanagedSighting) -> None:
@@ -389,10 +411,10 @@ class InventoryDirectory(MemoryDirectory):
         texts = self._texts
         for d in decisions:
             at_text, at_iso = texts.times(d.decided_at)
-            ref, method, verdict, reasons, item_tail = texts.of(d)
+            ref, method, verdict, reasons, head, tail = texts.of(d)
             rows.append((at_text, d.nas_name, d.nas_port or "", d.mac or "", method, ref,
                          verdict, d.vlan, reasons))
-            items.append('{"at": "' + at_iso + '", ' + item_tail)
+            items.append('{"at": "' + at_iso + '", ' + head + texts.port(d.nas_port) + tail)
             ident = d.identity
             if (ident is not None and d.verdict is Verdict.ACCEPT
                     and self._seen_is_stale(ref, d.decided_at)):

@@ -178,9 +178,9 @@ def backend_failure(
 
 def _check_identity(identity: AdmissionIdentity, reasons: list[str]) -> str | None:
     if identity.status is not IdentityStatus.ACTIVE:
-        reasons.append(f"identity {identity.ref} is {identity.status.value}")
+        reasons.append(f"identity {identity.text} is {identity.status.value}")
         return f"identity_{identity.status.value}"
-    reasons.append(f"identity {identity.ref} is active")
+    reasons.append(f"identity {identity.text} is active")
     if identity.owner_status is not OwnerStatus.ACTIVE:
         reasons.append(f"owner {identity.owner or '?'} is {identity.owner_status.value}")
         return f"owner_{identity.owner_status.value}"
@@ -193,7 +193,7 @@ def _segment(
 ) -> tuple[int | None, str | None]:
     vlan = directory.vlan_for(identity, nas)
     if vlan is None or not 1 <= vlan <= 4094:
-        reasons.append(f"no segment for {identity.ref} at NAS {nas.name}")
+        reasons.append(f"no segment for {identity.text} at NAS {nas.name}")
         return None, "no_segment"
     reasons.append(f"segment VLAN {vlan}")
     return vlan, None
@@ -253,7 +253,7 @@ def check_certificate(
     identity = directory.identity_by_uri(uri)
     if identity is None:
         return fail("unknown_identity", f"no identity for {uri}")
-    reasons.append(f"URI SAN {uri} names {identity.ref}")
+    reasons.append(f"URI SAN {uri} names {identity.text}")
     failure = _check_identity(identity, reasons)
     if failure is not None:
         return _decision(
@@ -329,12 +329,12 @@ def decide_mab(
     identity = directory.identity_by_mac(mac)
     if identity is None:
         return _unknown_mac(facts, mac, policy, reasons)
-    reasons.append(f"MAC registered to {identity.ref}")
+    reasons.append(f"MAC registered to {identity.text}")
     if identity.ref.kind is not IdentityKind.DEVICE:
-        reasons.append(f"{identity.ref} is not a device")
+        reasons.append(f"{identity.text} is not a device")
         return _decision(facts, method, reasons, "not_a_device", mac=mac, identity=identity.ref)
     if not identity.allow_mab:
-        reasons.append(f"{identity.ref} is not allowed MAB")
+        reasons.append(f"{identity.text} is not allowed MAB")
         return _decision(facts, method, reasons, "mab_not_allowed", mac=mac, identity=identity.ref)
     failure = _check_identity(identity, reasons)
     if failure is None:

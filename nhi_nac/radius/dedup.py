@@ -73,9 +73,10 @@ class DuplicateCache:
             del entries[key]
 
     def lookup(self, key: DuplicateKey, now: float) -> Lookup:
-        self.expire(now)
+        # An entry past max_age is not a duplicate; trimming old entries is left to
+        # expire() (the shell calls it every second) and to the size bound.
         entry = self._entries.get(key)
-        if entry is None:
+        if entry is None or entry.created <= now - self.max_age:
             return _NEW
         if entry.state is EntryState.IN_PROGRESS:
             return _IN_PROGRESS

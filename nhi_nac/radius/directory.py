@@ -58,6 +58,11 @@ class AdmissionIdentity:
     macs: frozenset[str] = frozenset()
     #: May this identity be admitted by MAC-auth-bypass (no credential)?
     allow_mab: bool = False
+    #: ``str(ref)``, formatted once: decisions quote it in their reasons.
+    text: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", str(self.ref))
 
 
 class AcctStatus(StrEnum):
