@@ -23,6 +23,10 @@
 #   NHI=<repo>/.venv/bin/nhi-nac   KEEP=1 keeps the work dir
 #   FR_RESULTS=<file>: skip FreeRADIUS and reuse the RESULT lines of an earlier run
 #     (a kept work dir's fr.results), for quick iterations on nhi-nac alone
+#   MAB_AB_ROUNDS=5 MAB_AB_TOTAL=20000 MAB_AB_C=16: the MAB headline, interleaved: a second
+#     FreeRADIUS kept running beside nhi-nac, the same MAB point against each in turn
+#     (order alternating per round), medians over the rounds (0 = skip). On a shared VM
+#     whose speed drifts by 2x within minutes, only points measured side by side compare.
 #   PYSPY=<dir>: sample nhi-nac with py-spy (non-blocking) during each point, one
 #     collapsed-stack file per point in <dir> (pip install py-spy)
 set -euo pipefail
@@ -44,6 +48,9 @@ MAB_DURATION=${MAB_DURATION:-20}
 N_EAP=${N_EAP:-8}
 N_MAB=${N_MAB:-1000}
 EAP_SESSIONS=${EAP_SESSIONS:-10000}
+MAB_AB_ROUNDS=${MAB_AB_ROUNDS:-5}
+MAB_AB_TOTAL=${MAB_AB_TOTAL:-20000}
+MAB_AB_C=${MAB_AB_C:-16}
 SECRET=nacbench-secret-0123456789
 
 for b in freeradius radclient eapol_test python3 openssl ss; do
@@ -53,7 +60,9 @@ done
 
 WORK=$(mktemp -d /tmp/nhi-radius-bench.XXXXXX)
 NHI_PID=
+FR_AB_PID=
 cleanup() {
+  if [ -n "$FR_AB_PID" ] && kill -0 "$FR_AB_PID" 2>/dev/null; then kill "$FR_AB_PID"; fi
   if [ -n "$NHI_PID" ] && kill -0 "$NHI_PID" 2>/dev/null; then
     kill "$NHI_PID"
     for _ in $(seq 100); do kill -0 "$NHI_PID" 2>/dev/null || break; sleep 0.1; done
@@ -208,6 +217,36 @@ for c in $MAB_C; do
     --duration "$MAB_DURATION" --concurrency "$c" --procs 1 --macs "$N_MAB" --vlan 200
 done
 echo "nhi-nac store counters: $(curl -fsS "http://127.0.0.1:$API/metrics" | grep '^nhi_radius_store_events_total' | sed 's/nhi_radius_store_events_total//' | tr '\n' ' ')"
+AB_LINES=
+if [ "$MAB_AB_ROUNDS" -gt 0 ]; then
+  echo "== MAB/PAP interleaved: FreeRADIUS and nhi-nac in turn, $MAB_AB_ROUNDS rounds x $MAB_AB_TOTAL requests, C=$MAB_AB_C"
+  FRW="$WORK/fr-ab"; FR_AB_PORT=$(pick_ports 3); mkdir -p "$FRW"
+  FR_PKI="$WORK/fr/pki"
+  [ -f "$FR_PKI/ca.pem" ] || { FR_PKI="$FRW/pki"; "$PEER/make_pki.sh" "$FR_PKI" 2 > /dev/null; }
+  "$PEER/setup_freeradius.sh" "$FRW/raddb" "$FR_PKI" "$FR_AB_PORT" "$SECRET" 1.3 "$N_MAB" > /dev/null
+  freeradius -f -d "$FRW/raddb" > "$FRW/freeradius.out" 2>&1 &
+  FR_AB_PID=$!
+  for _ in $(seq 100); do ss -Huln "sport = :$FR_AB_PORT" | grep -q . && break; sleep 0.1; done
+  fr_ticks() { awk '{print $14 + $15}' "/proc/$FR_AB_PID/stat"; }
+  ab_point() { # fr|nhi : one MAB point; prints "<server> <requests> <window ticks> <settled ticks>"
+    local who=$1 port pid out s0 s1
+    if [ "$who" = fr ]; then port=$FR_AB_PORT; pid=$FR_AB_PID; else port=$AUTH; pid=$NHI_PID; settle; fi
+    s0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    out=$(SERVER_PID=$pid python3 "$PEER/mab_load.py" 127.0.0.1 "$port" "$SECRET" --total "$MAB_AB_TOTAL" \
+      --duration "$MAB_DURATION" --concurrency "$MAB_AB_C" --procs 1 --macs "$N_MAB" --vlan 200 2>&1) || true
+    [ "$who" = nhi ] && settle
+    s1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    echo "$out" | grep '^RESULT' | sed "s/^RESULT/AB $who/; s/\$/ settled_cpu_s=$(echo "scale=2; ($s1 - $s0) / $TCK" | bc)/"
+  }
+  for r in $(seq "$MAB_AB_ROUNDS"); do
+    if [ $((r % 2)) = 1 ]; then order="fr nhi"; else order="nhi fr"; fi
+    for who in $order; do
+      line=$(ab_point "$who"); AB_LINES+="$line"$'\n'
+      echo "   round $r: $line"
+    done
+  done
+  kill "$FR_AB_PID"; FR_AB_PID=
+fi
 RSS_LINE=
 if [ "$EAP_SESSIONS" -gt 0 ]; then
   echo "== nhi-nac memory: $EAP_SESSIONS EAP-TLS conversations held mid-handshake (Identity, ClientHello sent, first server fragment received)"
@@ -221,3 +260,7 @@ NHI_PID=
 echo
 echo "################ figures (server CPU per completed auth, from /proc/PID/stat utime+stime)"
 "$PY" "$HERE/radius/figures.py" "$WORK/fr.results" "$WORK/nhi.results" "$RSS_LINE"
+if [ -n "$AB_LINES" ]; then
+  printf '%s' "$AB_LINES" > "$WORK/ab.results"
+  "$PY" "$HERE/radius/figures.py" --interleaved "$WORK/ab.results"
+fi

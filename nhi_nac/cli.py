@@ -26,7 +26,7 @@ from nhi_nac.domain import IdentityRef, format_scope, parse_scope
 from nhi_nac.durations import parse_duration
 from nhi_nac.enforcement import coa_status
 from nhi_nac.enroll_client import enroll, renew, renew_loop, renewal_due
-from nhi_nac.errors import NhiError
+from nhi_nac.errors import ConfigError, NhiError
 from nhi_nac.events import tail_events
 from nhi_nac.governance import SEVERITY
 from nhi_nac.importer import import_identities, parse_import
@@ -799,6 +799,20 @@ async def _run_command(args: argparse.Namespace, config: Config) -> int:
         await services.close()
 
 
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop factory for ``event_loop`` (None: asyncio's default loop)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("event_loop", "uvloop is not installed "
+                              "(pip install uvloop)") from None
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -809,7 +823,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(line)
             return 0
         if args.command == "serve":
-            asyncio.run(serve(config))
+            with asyncio.Runner(loop_factory=event_loop_factory(config.event_loop)) as runner:
+                runner.run(serve(config))
             return 0
         if args.command == "enroll":
             return _enroll(args)

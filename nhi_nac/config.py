@@ -53,11 +53,17 @@ class RadiusConfig:
     coa_enabled: bool = True
 
 
+#: API processes at most (``api.workers``).
+MAX_API_WORKERS = 64
+
+
 @dataclass(frozen=True)
 class ApiConfig:
     listen: str = "127.0.0.1:8080"
     #: Largest request body accepted, in bytes.
     max_body: int = 1_048_576
+    #: HTTP API processes on ``listen`` (SO_REUSEPORT); the extra ones serve only the API.
+    workers: int = 1
     #: Public base URL used in certificates (CRL and OCSP locations); empty = http://<listen>.
     public_url: str = ""
 
@@ -139,6 +145,10 @@ class AgentsConfig:
 class Config:
     data_dir: str = "./.nhi-nac"
     database_url: str = ""
+    #: The asyncio event loop of ``serve``: "uvloop" (libuv; the service's packet and
+    #: HTTP paths cost less CPU), "asyncio" (the standard library's), or "auto" (uvloop
+    #: where it is installed, which the package does on Linux and macOS).
+    event_loop: str = "auto"
     radius: RadiusConfig = field(default_factory=RadiusConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     ca: CaConfig = field(default_factory=CaConfig)
@@ -309,6 +319,8 @@ def _validate(cfg: Config) -> Config:
     cfg.api_host_port  # noqa: B018 - validates api.listen
     if not 1024 <= cfg.api.max_body <= 64 * 1024 * 1024:
         raise ConfigError("api.max_body", "must be between 1024 and 67108864 bytes")
+    if not 1 <= cfg.api.workers <= MAX_API_WORKERS:
+        raise ConfigError("api.workers", f"must be between 1 and {MAX_API_WORKERS}")
     if cfg.api.public_url and not cfg.api.public_url.startswith(("http://", "https://")):
         raise ConfigError("api.public_url", "must start with http:// or https://")
     td = cfg.ca.trust_domain
@@ -320,6 +332,8 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("ca.key_type", "must be p256, p384, ed25519 or rsa3072")
     if cfg.ca.passphrase and not cfg.ca.passphrase.startswith(("file:", "env:", "credential:")):
         raise ConfigError("ca.passphrase", "must be file:PATH, env:VAR or credential:NAME")
+    if cfg.event_loop not in ("auto", "uvloop", "asyncio"):
+        raise ConfigError("event_loop", "must be auto, uvloop or asyncio")
     url = cfg.database_url
     if url and not url.startswith(("sqlite", "postgresql", "postgres://")):
         raise ConfigError("database_url", "must be a sqlite:// or postgresql:// URL")

@@ -47,6 +47,7 @@ def test_postgres_url_gets_async_driver() -> None:
     ({"NHI_NAC_CA_TRUST_DOMAIN": "Bad_Domain"}, "ca.trust_domain"),
     ({"NHI_NAC_MQTT_URL": "http://x"}, "mqtt.url"),
     ({"NHI_NAC_RADIUS_BOGUS": "1"}, "NHI_NAC_RADIUS_BOGUS"),
+    ({"NHI_NAC_EVENT_LOOP": "trio"}, "event_loop"),
 ])
 def test_invalid_values_name_the_key(env: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError) as err:
