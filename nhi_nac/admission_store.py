@@ -523,6 +523,12 @@ async def _store_accounting(s: AsyncSession, r: AccountingRecord,
     if ref and not row.identity:
         row.identity = ref
     if r.vlan is not None:
+        if row.vlan is not None and row.vlan != r.vlan:
+            # The NAS moved a live session (Interim-Update): drift is judged now, not at
+            # the next scheduled scan (governance rescans on session.* events).
+            add_event(s, "session.vlan_changed", {
+                "nas": r.nas_name, "session": r.session_id, "identity": row.identity or ref,
+                "mac": r.mac, "from": row.vlan, "to": r.vlan}, at)
         row.vlan = r.vlan
     if r.input_octets is not None:
         row.input_octets = r.input_octets

@@ -18,7 +18,8 @@ from nhi_nac.domain import IdentityKind, IdentityRef
 from nhi_nac.events import ADMISSIONS_EVENT, Event, decision_events
 from nhi_nac.inventory import Inventory, NewIdentity
 from nhi_nac.radius.decision import AdmissionDecision, AuthMethod, Verdict
-from nhi_nac.storage.models import Admission, Identity, OutboxEvent
+from nhi_nac.radius.directory import AccountingRecord, AcctStatus
+from nhi_nac.storage.models import Admission, Identity, OutboxEvent, RadiusSession
 
 ACTOR = "test"
 PRINTER = IdentityRef(IdentityKind.DEVICE, "printer-1")
@@ -141,3 +142,29 @@ async def test_reload_only_on_inventory_events(inventory: Inventory) -> None:
     found = directory.identity_by_mac("aa:bb:cc:00:00:02")
     assert found is not None and str(found.ref) == "device/printer-2"
     assert await directory.check_for_changes() is False
+
+
+async def test_interim_update_moving_a_session_is_an_event(inventory: Inventory) -> None:
+    """Accounting that shows a live session on another VLAN writes session.vlan_changed
+    (governance rescans on it: drift is judged at once); the same VLAN again writes
+    nothing new."""
+    directory = await _directory(inventory)
+    t0 = time.time()
+
+    def acct(status: AcctStatus, vlan: int, at: float) -> AccountingRecord:
+        return AccountingRecord(status, "sess-1", "sw-1", "192.0.2.1", at,
+                                mac="aa:bb:cc:00:00:01", identity=PRINTER, vlan=vlan)
+
+    await directory.record_accounting(acct(AcctStatus.START, 120, t0))
+    await directory.record_accounting(acct(AcctStatus.INTERIM, 120, t0 + 1))
+    await directory.record_accounting(acct(AcctStatus.INTERIM, 999, t0 + 2))
+    await directory.record_accounting(acct(AcctStatus.INTERIM, 999, t0 + 3))
+    async with inventory.db.read() as s:
+        events = (await s.scalars(select(OutboxEvent).where(
+            OutboxEvent.type.startswith("session.")).order_by(OutboxEvent.id))).all()
+        vlan = await s.scalar(select(RadiusSession.vlan).where(
+            RadiusSession.acct_session_id == "sess-1"))
+    assert [e.type for e in events] == ["session.started", "session.vlan_changed"]
+    assert {k: events[1].payload[k] for k in ("identity", "from", "to")} == {
+        "identity": "device/printer-1", "from": 120, "to": 999}
+    assert vlan == 999
