@@ -13,7 +13,8 @@
 #   driven by bench/ca/load.py: the same closed-loop method, one body per request,
 #   POST /pki/v1/enroll -> 201. WARM enrollments first (not counted). The two servers are
 #   measured alternately, ROUNDS times each; the summary takes medians.
-# Server CPU = utime+stime of the server PID (/proc/PID/stat) over the load, / certificates.
+# Server CPU = utime+stime of the server PID and its child processes (/proc/*/stat) over the
+#   load, / certificates.
 # OCSP: POST /pki/v1/ocsp, DER requests with nonce for an issued certificate, concurrency OCSP_C.
 # CRL: bench/ca/crl.py with the server stopped: pki.build_crl on CRL_N entries with the
 #   service's issuing CA, then the service path (CRL_N revoked rows in the DB, `revoke` one),
@@ -21,13 +22,15 @@
 #
 # Env knobs (defaults): N=2000 C=8 ROUNDS=3 WARM=200 OCSP_N=5000 OCSP_C=8 CRL_N=100000
 #   CRL_REPS=3 PEER=/work/shared/bench/ca  KEEP=1 keeps the work dir
+#   WORKERS=1 nhi-nac API processes (api.workers; server CPU counts them all)
+#   CFSSL=0 skips the CFSSL rounds, OCSP and CRL (quick nhi-nac-only enrollment iterations)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 PEER=${PEER:-/work/shared/bench/ca}
 NHI=${NHI:-$REPO/.venv/bin/nhi-nac}
 PY=${PY:-$REPO/.venv/bin/python}
-N=${N:-2000}; C=${C:-8}; ROUNDS=${ROUNDS:-3}; WARM=${WARM:-200}
+N=${N:-2000}; C=${C:-8}; ROUNDS=${ROUNDS:-3}; WARM=${WARM:-200}; CFSSL=${CFSSL:-1}; WORKERS=${WORKERS:-1}
 OCSP_N=${OCSP_N:-5000}; OCSP_C=${OCSP_C:-8}; CRL_N=${CRL_N:-100000}; CRL_REPS=${CRL_REPS:-3}
 
 for b in cfssl curl python3 openssl ss; do
@@ -66,13 +69,14 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[
 
 echo "# bench/ca $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname): $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')"
 echo "# cfssl $(cfssl version 2>/dev/null | sed -n 's/^Version: //p') (Debian golang-cfssl $(dpkg-query -W -f '${Version}' golang-cfssl 2>/dev/null)); nhi-nac $("$PY" -c 'import importlib.metadata as m; print(m.version("nhi-nac"))') (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet 2>/dev/null || echo '+dirty')); $("$PY" -c 'import cryptography, aiohttp, sys; print("Python", sys.version.split()[0], "cryptography", cryptography.__version__, "aiohttp", aiohttp.__version__)')"
-echo "# enrollment: N=$N per round, C=$C, ROUNDS=$ROUNDS alternating (nhi-nac WARM=$WARM first); OCSP N=$OCSP_N C=$OCSP_C; CRL $CRL_N entries"
+echo "# enrollment: N=$N per round, C=$C, nhi-nac api.workers=$WORKERS, ROUNDS=$ROUNDS alternating (nhi-nac WARM=$WARM first); OCSP N=$OCSP_N C=$OCSP_C; CRL $CRL_N entries"
 
 # ---------------------------------------------------------------- nhi-nac set-up
 P=$(free_port 3)
 export NHI_NAC_DATA_DIR=$WORK/data NHI_NAC_API_LISTEN=127.0.0.1:$P \
   NHI_NAC_RADIUS_AUTH_PORT=$((P + 1)) NHI_NAC_RADIUS_ACCT_PORT=$((P + 2)) \
-  NHI_NAC_RADIUS_LISTEN='["127.0.0.1"]' NHI_NAC_LOG_FORMAT=json NHI_NAC_LOG_LEVEL=info
+  NHI_NAC_RADIUS_LISTEN='["127.0.0.1"]' NHI_NAC_LOG_FORMAT=json NHI_NAC_LOG_LEVEL=info \
+  NHI_NAC_API_WORKERS=$WORKERS
 unset NHI_NAC_CONFIG
 TOTAL=$((WARM + ROUNDS * N))
 t0=$(date +%s.%N)
@@ -87,12 +91,15 @@ echo "# set-up: $TOTAL workload identities imported, tokens minted, P-256 CSRs b
 NHI_PID=$!
 for _ in $(seq 150); do curl -sf -o /dev/null "http://127.0.0.1:$P/pki/v1/ca.pem" && break; sleep 0.1; done
 curl -sf -o /dev/null "http://127.0.0.1:$P/pki/v1/ca.pem" || { echo "nhi-nac did not start:" >&2; tail -5 "$WORK/serve.log" >&2; exit 1; }
+# With api.workers > 1, wait until every process listens on the API port.
+for _ in $(seq 100); do [ "$(ss -Htln "sport = :$P" | wc -l)" -ge "$WORKERS" ] && break; sleep 0.1; done
 URL=http://127.0.0.1:$P/pki/v1/enroll
 echo "nhi-nac  warm-up  $("$PY" "$HERE/ca/load.py" enroll "$WARM" "$C" "$URL" "$WORK/bodies.jsonl" --pid $NHI_PID --save-cert "$WORK/leaf.pem")"
 
 # ---------------------------------------------------------------- enrollment, alternating
 declare -a CF_RATE CF_CPU NH_RATE NH_CPU CF_P50 CF_P99 NH_P50 NH_P99
 for ((r = 1; r <= ROUNDS; r++)); do
+  if [ "$CFSSL" = 1 ]; then
   # run_cfssl_peer.sh exits 143 after printing (its EXIT trap's `wait` on the killed cfssl
   # under set -e), so judge it by its output line.
   # Its trap then never reaches `rm -rf`, so remove the work folder it left (new since before).
@@ -105,12 +112,18 @@ for ((r = 1; r <= ROUNDS; r++)); do
   echo "cfssl    round $r  $out"
   CF_RATE+=("$(field rate "$out")"); CF_CPU+=("$(field server_cpu_us_per_cert "$out")")
   CF_P50+=("$(field p50 "$out")"); CF_P99+=("$(field p99 "$out")")
+  fi
   out=$("$PY" "$HERE/ca/load.py" enroll "$N" "$C" "$URL" "$WORK/bodies.jsonl" --pid $NHI_PID --skip $((WARM + (r - 1) * N)))
   echo "nhi-nac  round $r  $out"
   NH_RATE+=("$(field rate "$out")"); NH_CPU+=("$(field server_cpu_us_per_cert "$out")")
   NH_P50+=("$(field p50 "$out")"); NH_P99+=("$(field p99 "$out")")
 done
 
+if [ "$CFSSL" != 1 ]; then
+  stop_nhi
+  echo "== nhi-nac only (CFSSL=0): median rate $(median "${NH_RATE[@]}")/s, server CPU $(median "${NH_CPU[@]}") µs/cert, p50 $(median "${NH_P50[@]}") ms, p99 $(median "${NH_P99[@]}") ms =="
+  exit 0
+fi
 # ---------------------------------------------------------------- OCSP
 ocsp=$("$PY" "$HERE/ca/load.py" ocsp "$OCSP_N" "$OCSP_C" "http://127.0.0.1:$P/pki/v1/ocsp" \
   --cert "$WORK/leaf.pem" --issuer "$NHI_NAC_DATA_DIR/ca/issuing.pem" --pid $NHI_PID)

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 
 import structlog
 from aiohttp import web
@@ -21,7 +24,7 @@ from nhi_nac.ca_service import CaService
 from nhi_nac.coa.sender import CoaSender
 from nhi_nac.config import Config
 from nhi_nac.enforcement import Enforcer, coa_sender
-from nhi_nac.errors import InternalError
+from nhi_nac.errors import ConfigError, InternalError
 from nhi_nac.events import EventRelay
 from nhi_nac.governance import Governance
 from nhi_nac.inventory import Inventory, utcnow
@@ -96,14 +99,14 @@ async def initialise(config: Config) -> list[str]:
 SEGMENT_REFRESH_SECONDS = 1.0
 
 
-async def _keep_segments_fresh(service: SegmentService, radius: RadiusNode) -> None:
+async def _keep_segments_fresh(service: SegmentService, radius: RadiusNode | None) -> None:
     while True:
         await asyncio.sleep(SEGMENT_REFRESH_SECONDS)
         try:
             changed = await service.refresh()
             if changed:
                 log.info("segments.reloaded", version=service.version)
-            if await service.refresh_overlays() or changed:
+            if (await service.refresh_overlays() or changed) and radius is not None:
                 radius.on_segments_changed()
         except Exception:  # noqa: BLE001 - the current map stays in force
             log.warning("segments.refresh_failed", exc_info=True)
@@ -178,7 +181,8 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = config.api_host_port
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, reuse_port=config.api.workers > 1 or None)
+    workers: list[BaseProcess] = []
     publisher = None
     if config.mqtt.url:
         publisher = MqttPublisher(config.mqtt.url, config.mqtt.site)
@@ -209,11 +213,13 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
                                 f"{config.radius.auth_port}/{config.radius.acct_port}: "
                                 f"{exc.strerror}") from None
         await site.start()
-        log.info("api.listening", address=f"{host}:{port}")
+        workers = _start_api_workers(config)
+        log.info("api.listening", address=f"{host}:{port}", processes=1 + len(workers))
         notify("READY=1\nSTATUS=serving")
         await stop.wait()
         notify("STOPPING=1")
     finally:
+        await asyncio.to_thread(_stop_api_workers, workers)
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -224,3 +230,102 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
             await publisher.close()
         await services.close()
         log.info("stopped")
+
+
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop factory for ``event_loop`` (None: asyncio's default loop)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("event_loop", "uvloop is not installed "
+                              "(pip install uvloop)") from None
+        return None
+    return uvloop.new_event_loop
+
+
+# -- extra API processes (``api.workers``) ------------------------------------------------
+#
+# The kernel spreads connections over every process listening on the API port with
+# SO_REUSEPORT. The extra processes serve the HTTP API only: they are nodes on the same
+# database as the main one (as several machines would be, see tests/test_multinode.py),
+# so enrollment's single-use tokens, the audit chain and the outbox hold across them, and
+# they follow revocations and segment maps from the database. RADIUS, CoA, the event
+# relay and the governance timers run once, in the main process.
+
+#: Seconds between an API worker's checks that its main process is still there.
+WORKER_PARENT_CHECK_SECONDS = 1.0
+#: Seconds the main process waits for its API workers to stop before killing them.
+WORKER_STOP_SECONDS = 10.0
+
+
+def _start_api_workers(config: Config) -> list[BaseProcess]:
+    """Spawn ``api.workers - 1`` API processes (fresh interpreters: nothing inherited)."""
+    ctx = multiprocessing.get_context("spawn")
+    workers: list[BaseProcess] = [ctx.Process(target=_api_worker, args=(config, os.getpid()),
+                                          name=f"nhi-nac-api-{i}", daemon=True)
+                                  for i in range(1, config.api.workers)]
+    for w in workers:
+        w.start()
+    return workers
+
+
+def _stop_api_workers(workers: list[BaseProcess]) -> None:
+    for w in workers:
+        w.terminate()
+    for w in workers:
+        w.join(WORKER_STOP_SECONDS)
+        if w.is_alive():
+            w.kill()
+            w.join()
+
+
+def _api_worker(config: Config, parent: int) -> None:
+    """Entry point of one extra API process."""
+    from nhi_nac.logs import configure_logging
+
+    configure_logging(config.log.format, config.log.level)
+    with asyncio.Runner(loop_factory=event_loop_factory(config.event_loop)) as runner:
+        runner.run(_serve_api(config, parent))
+
+
+async def _serve_api(config: Config, parent: int) -> None:
+    """The HTTP API alone, until SIGTERM/SIGINT or the main process is gone."""
+    services = build(config)
+    await services.db.check_schema()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await services.segments.refresh()
+    await services.segments.refresh_overlays()
+    services.ca.load()
+    app = make_app(services.inventory, config.api.max_body, governance=services.governance,
+                   segment_service=services.segments, ca=services.ca, agents=services.agents)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = config.api_host_port
+    tasks = [asyncio.create_task(_keep_segments_fresh(services.segments, None)),
+             asyncio.create_task(_keep_ca_fresh(services.ca)),
+             asyncio.create_task(_watch_parent(parent, stop))]
+    try:
+        await web.TCPSite(runner, host, port, reuse_port=True).start()
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await runner.cleanup()
+        await services.close()
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    """Stop when the main process is gone (re-parented), even if it could not say so."""
+    while True:
+        await asyncio.sleep(WORKER_PARENT_CHECK_SECONDS)
+        if os.getppid() != parent:
+            stop.set()
+            return

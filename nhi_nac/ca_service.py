@@ -16,13 +16,18 @@ Speed (bench/ca.sh):
 - **Enrollment is group-committed.** Requests that arrive while a batch is being written
   wait in a queue; the next batch checks each of them on its own (token, identity,
   owner, CSR, policy: each refusal goes to its own caller with its reason and stores
-  nothing), reading tokens and key bindings with two prebuilt Core selects, and writes
+  nothing), reading tokens, key bindings and parents with prebuilt Core selects on one
+  connection (each CSR parsed once, ``pki.parse_csr``), and writes
   the accepted ones in one transaction of a few Core statements, on SQLite in one
   worker-thread hop (aiosqlite costs several per statement). The tokens are burned by
   one conditional ``UPDATE ... RETURNING`` that re-checks, inside the transaction, that
   each is unused and unexpired and that its identity and owner are active: a token used
   twice at once is issued once, whichever batch or node the uses land in, and an
   identity suspended between the read and the write gets nothing.
+  Under concurrent load a batch waits up to ``ENROLL_LINGER_SECONDS`` for as many callers
+  as the last batch had: a batch's fixed cost (reads, transaction, thread hop) is worth
+  several certificates, and without the wait eight clients split into two alternating
+  batches of four (bench/ca: 2.5 ms -> 1.7 ms of server CPU per certificate).
 - **Revocation is answered from memory**: revoked serials are kept in a dict (reloaded
   with every CRL, updated on revocation here, and on ``refresh`` when the outbox shows a
   revocation elsewhere); OCSP asks the database only whether a non-revoked serial exists.
@@ -101,6 +106,8 @@ CRL_REFRESH_FRACTION = 0.5
 MAX_CSR_BYTES = 16 * 1024
 #: Enrollments checked and written in one transaction at most (group commit).
 MAX_ENROLL_BATCH = 64
+#: Seconds a batch waits for more callers when fewer are queued than the last batch had.
+ENROLL_LINGER_SECONDS = 0.002
 #: Enrollments waiting for a batch at most; beyond, new ones are refused (503-like).
 MAX_ENROLL_QUEUE = 4096
 #: Seconds a signed OCSP response to a request without a nonce is served again.
@@ -162,6 +169,11 @@ class CaService:
         self._last_event = 0
         self._enroll_queue: list[_PendingEnrollment] = []
         self._enroll_task: asyncio.Task[None] | None = None
+        #: Size of the last enrollment batch (how many callers the next one waits for).
+        self._last_batch = 0
+        #: While a batch waits for callers: settled when ``_linger_want`` are queued.
+        self._batch_full: asyncio.Future[None] | None = None
+        self._linger_want = 0
         self._pem_strings: tuple[str, str] | None = None
         #: Revoked serial -> (revoked_at, reason); None until first loaded.
         self._revoked: dict[int, tuple[dt.datetime, ReasonFlags]] | None = None
@@ -385,6 +397,9 @@ class CaService:
         pending = _PendingEnrollment(token_digest(token), csr_pem, validity,
                                      asyncio.get_running_loop().create_future())
         self._enroll_queue.append(pending)
+        full = self._batch_full
+        if full is not None and len(self._enroll_queue) >= self._linger_want:
+            _settle(full)
         task = self._enroll_task
         if task is None or task.done() or task.get_loop() is not pending.done.get_loop():
             self._enroll_task = asyncio.create_task(self._drain_enrollments())
@@ -393,7 +408,15 @@ class CaService:
     async def _drain_enrollments(self) -> None:
         """Write queued enrollments batch by batch until the queue is empty."""
         while self._enroll_queue:
+            try:
+                await self._linger()
+            except BaseException:
+                for p in self._enroll_queue:
+                    p.done.cancel()
+                self._enroll_queue.clear()
+                raise
             batch = self._enroll_queue[:MAX_ENROLL_BATCH]
+            self._last_batch = len(batch)
             del self._enroll_queue[:MAX_ENROLL_BATCH]
             try:
                 await self._enroll_batch(batch)
@@ -409,22 +432,31 @@ class CaService:
                 self._enroll_queue.clear()
                 raise
 
+    async def _linger(self) -> None:
+        """Under concurrent load, wait a moment for as many callers as the last batch had:
+        a batch's reads, transaction and thread hop cost about as much as several
+        certificates, so one batch of eight costs much less than two of four. A lone
+        caller (last batch of one) never waits; ``enroll`` ends the wait when enough
+        callers are queued, and ``ENROLL_LINGER_SECONDS`` bounds it."""
+        want = min(self._last_batch, MAX_ENROLL_BATCH)
+        if len(self._enroll_queue) >= want:
+            return
+        loop = asyncio.get_running_loop()
+        full = self._batch_full = loop.create_future()
+        self._linger_want = want
+        timer = loop.call_later(ENROLL_LINGER_SECONDS, _settle, full)
+        try:
+            await full
+        finally:
+            timer.cancel()
+            self._batch_full = None
+
     async def _enroll_batch(self, batch: Sequence[_PendingEnrollment]) -> None:
         issuer = self._issuer()
         db = self.inventory.db
         now = self.inventory.clock()
-        hashes = list({p.token_hash for p in batch})
-        tokens = await db.run_read(lambda conn: _token_rows(conn, hashes))
-        candidates: list[_Candidate] = []
-        for p in batch:
-            try:
-                candidates.append(_admit(p, tokens.get(p.token_hash), now))
-            except NhiError as exc:
-                p.done.set_exception(exc)
-        fingerprints = sorted({c.key_fingerprint for c in candidates})
-        holders = await db.run_read(lambda conn: _key_holders(conn, fingerprints))
-        ids = [c.identity_id for c in candidates]
-        parents = await db.run_read(lambda conn: _parent_certificates(conn, ids))
+        candidates, holders, parents = await db.run_read(
+            lambda conn: _read_batch(conn, batch, now))
         accepted: list[tuple[_Candidate, pki.IssuedCertificate]] = []
         claimed: set[int] = set()
         for c in candidates:
@@ -495,10 +527,10 @@ class CaService:
         if len(csr_pem) > MAX_CSR_BYTES:
             raise InvalidInput(f"CSR larger than {MAX_CSR_BYTES} bytes")
         try:
-            csr = pki.load_csr(csr_pem)
-            fp = pki.public_key_fingerprint(csr.public_key())  # type: ignore[arg-type]
+            csr = pki.parse_csr(csr_pem)
         except (pki.PkiError, ValueError, TypeError) as exc:
             raise InvalidInput(f"CSR refused: {exc}") from None
+        fp = csr.key_fingerprint
         if parent_id is not None:
             limit = _parent_certificates(conn, [identity_id]).get(identity_id)
             if limit is not None:
@@ -809,8 +841,11 @@ class _Candidate:
     name: str
     profile: str
     dns_names: tuple[str, ...]
-    csr: x509.CertificateSigningRequest
-    key_fingerprint: str
+    csr: pki.ParsedCsr
+
+    @property
+    def key_fingerprint(self) -> str:
+        return self.csr.key_fingerprint
 
     @property
     def ref(self) -> str:
@@ -888,6 +923,11 @@ _REVOCATION_EVENT_AFTER = select(OutboxEvent.id).where(
     OutboxEvent.type.in_(REVOCATION_EVENTS)).limit(1)
 
 
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _admit(p: _PendingEnrollment, row: Any, now: dt.datetime) -> _Candidate:
     """Token, identity and owner checks, then parse the CSR; refusals raise with the reason.
 
@@ -908,14 +948,12 @@ def _admit(p: _PendingEnrollment, row: Any, now: dt.datetime) -> _Candidate:
     if len(p.csr_pem) > MAX_CSR_BYTES:
         raise InvalidInput(f"CSR larger than {MAX_CSR_BYTES} bytes")
     try:
-        csr = pki.load_csr(p.csr_pem)
-        fp = pki.public_key_fingerprint(csr.public_key())  # type: ignore[arg-type]
+        csr = pki.parse_csr(p.csr_pem)
     except (pki.PkiError, ValueError, TypeError) as exc:
         raise InvalidInput(f"CSR refused: {exc}") from None
     dns = tuple(v for k, v in (row.scope or {}).items()
                 if k == DNS_SCOPE_KEY or k.startswith(DNS_SCOPE_KEY + "."))
-    return _Candidate(p, row.token_id, row.identity_id, row.kind, row.name, profile, dns, csr,
-                      fp)
+    return _Candidate(p, row.token_id, row.identity_id, row.kind, row.name, profile, dns, csr)
 
 
 def child_validity(profile: str, requested: dt.timedelta | None, parent: str,
@@ -946,6 +984,24 @@ def _parent_certificates(conn: Connection, identity_ids: Sequence[int]
                 _PARENT_CERTIFICATES, {"ids": list(identity_ids)}):
             found[iid] = (f"{kind}/{name}", not_after)
     return found
+
+
+def _read_batch(conn: Connection, batch: Sequence[_PendingEnrollment], now: dt.datetime
+                ) -> tuple[list[_Candidate], dict[str, set[tuple[str, str]]],
+                           dict[int, tuple[str, dt.datetime | None]]]:
+    """What a batch is checked against, on one connection: the tokens with their identity
+    and owner (each refusal goes to its caller here), then, for the admitted, the
+    identities already holding their keys and their parents' certificates."""
+    tokens = _token_rows(conn, list({p.token_hash for p in batch}))
+    candidates: list[_Candidate] = []
+    for p in batch:
+        try:
+            candidates.append(_admit(p, tokens.get(p.token_hash), now))
+        except NhiError as exc:
+            p.done.set_exception(exc)
+    holders = _key_holders(conn, sorted({c.key_fingerprint for c in candidates}))
+    parents = _parent_certificates(conn, [c.identity_id for c in candidates])
+    return candidates, holders, parents
 
 
 def _token_rows(conn: Connection, hashes: Sequence[str]) -> dict[str, Any]:

@@ -19,14 +19,14 @@ from typing import Any
 
 from nhi_nac import agent_client, apitokens
 from nhi_nac.agents import GRANT_STATES, parse_label
-from nhi_nac.app import Services, build, initialise, serve
+from nhi_nac.app import Services, build, event_loop_factory, initialise, serve
 from nhi_nac.bootstrap_tokens import create_bootstrap_token
 from nhi_nac.config import Config, load_config
 from nhi_nac.domain import IdentityRef, format_scope, parse_scope
 from nhi_nac.durations import parse_duration
 from nhi_nac.enforcement import coa_status
 from nhi_nac.enroll_client import enroll, renew, renew_loop, renewal_due
-from nhi_nac.errors import ConfigError, NhiError
+from nhi_nac.errors import NhiError
 from nhi_nac.events import tail_events
 from nhi_nac.governance import SEVERITY
 from nhi_nac.importer import import_identities, parse_import
@@ -797,20 +797,6 @@ async def _run_command(args: argparse.Namespace, config: Config) -> int:
         return code
     finally:
         await services.close()
-
-
-def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The loop factory for ``event_loop`` (None: asyncio's default loop)."""
-    if choice == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        if choice == "uvloop":
-            raise ConfigError("event_loop", "uvloop is not installed "
-                              "(pip install uvloop)") from None
-        return None
-    return uvloop.new_event_loop
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -62,7 +62,8 @@ class ApiConfig:
     listen: str = "127.0.0.1:8080"
     #: Largest request body accepted, in bytes.
     max_body: int = 1_048_576
-    #: HTTP API processes on ``listen`` (SO_REUSEPORT); the extra ones serve only the API.
+    #: HTTP API processes on ``listen`` (SO_REUSEPORT); the extra ones serve only the API
+    #: (enrollment storms). More than one needs PostgreSQL.
     workers: int = 1
     #: Public base URL used in certificates (CRL and OCSP locations); empty = http://<listen>.
     public_url: str = ""
@@ -321,6 +322,9 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("api.max_body", "must be between 1024 and 67108864 bytes")
     if not 1 <= cfg.api.workers <= MAX_API_WORKERS:
         raise ConfigError("api.workers", f"must be between 1 and {MAX_API_WORKERS}")
+    if cfg.api.workers > 1 and not cfg.effective_database_url.startswith("postgresql"):
+        raise ConfigError("api.workers", "more than one API process needs PostgreSQL "
+                          "(database_url): SQLite serialises writers within one process only")
     if cfg.api.public_url and not cfg.api.public_url.startswith(("http://", "https://")):
         raise ConfigError("api.public_url", "must start with http:// or https://")
     td = cfg.ca.trust_domain

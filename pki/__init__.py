@@ -25,7 +25,7 @@ The enrolling client calls ``new_enrollment``, ``write_credentials``,
 """
 
 from pki.crl import DEFAULT_CRL_VALIDITY, REASONS, RevokedEntry, SignedCrl, build_crl, parse_reason
-from pki.csr import CheckedCsr, KeyBindings, check_csr, load_csr
+from pki.csr import CheckedCsr, KeyBindings, ParsedCsr, check_csr, load_csr, parse_csr
 from pki.enroll import (
     CredentialFiles,
     Enrollment,
@@ -94,6 +94,7 @@ __all__ = [
     "CertStatus",
     "CertificateIssuer",
     "CheckedCsr",
+    "ParsedCsr",
     "CredentialFiles",
     "CsrRejected",
     "Enrollment",
@@ -130,6 +131,7 @@ __all__ = [
     "import_issuing_ca",
     "load_certificates",
     "load_csr",
+    "parse_csr",
     "load_private_key",
     "new_enrollment",
     "new_serial",

@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID
 
 from pki.errors import CsrRejected, PolicyViolation
@@ -50,6 +51,29 @@ class CheckedCsr:
     dns_names: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class ParsedCsr:
+    """A CSR parsed once, with its public key and that key's SPKI SHA-256 (hex).
+
+    Not yet checked: ``check_csr`` still verifies the self-signature and the key's policy.
+    Lets a caller look up key bindings before checking without parsing twice.
+    """
+
+    csr: x509.CertificateSigningRequest
+    public_key: CertificatePublicKeyTypes
+    key_fingerprint: str
+
+
+def parse_csr(data: bytes) -> ParsedCsr:
+    """``load_csr``, plus the public key and its fingerprint; failures raise ``CsrRejected``."""
+    csr = load_csr(data)
+    try:
+        key = csr.public_key()
+    except (UnsupportedAlgorithm, ValueError) as exc:
+        raise CsrRejected(f"CSR public key is not supported: {exc}") from None
+    return ParsedCsr(csr, key, public_key_fingerprint(key))  # type: ignore[arg-type]
+
+
 def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     """Parse a PEM or DER CSR; anything unparseable raises ``CsrRejected``."""
     if len(data) > MAX_CSR_BYTES:
@@ -63,7 +87,7 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
 
 
 def check_csr(
-    data: bytes | x509.CertificateSigningRequest,
+    data: bytes | x509.CertificateSigningRequest | ParsedCsr,
     identity: SpiffeId,
     *,
     allowed_dns_names: Collection[str] = (),
@@ -77,10 +101,14 @@ def check_csr(
     identity's SPIFFE ID or one of ``allowed_dns_names``, a CA's key, and a key
     already bound to another identity (asked of ``key_bindings``).
     """
-    csr = data if isinstance(data, x509.CertificateSigningRequest) else load_csr(data)
+    if isinstance(data, ParsedCsr):
+        csr, key, fingerprint = data.csr, data.public_key, data.key_fingerprint
+    else:
+        csr = data if isinstance(data, x509.CertificateSigningRequest) else load_csr(data)
+        key, fingerprint = _public_key_of(csr), ""
     _check_signature(csr)
-    public_key = _check_public_key(csr)
-    fingerprint = public_key_fingerprint(public_key)
+    public_key = _check_public_key(key)
+    fingerprint = fingerprint or public_key_fingerprint(public_key)
     dns_names = _check_requested_names(csr, identity, allowed_dns_names)
     if fingerprint in ca_key_fingerprints:
         raise CsrRejected("the CSR's public key belongs to a certificate authority")
@@ -105,11 +133,14 @@ def _check_signature(csr: x509.CertificateSigningRequest) -> None:
         raise CsrRejected(f"CSR is signed with {algorithm.name}; use SHA-256 or stronger")
 
 
-def _check_public_key(csr: x509.CertificateSigningRequest) -> PublicKey:
+def _public_key_of(csr: x509.CertificateSigningRequest) -> CertificatePublicKeyTypes:
     try:
-        key = csr.public_key()
+        return csr.public_key()
     except (UnsupportedAlgorithm, ValueError) as exc:
         raise CsrRejected(f"CSR public key is not supported: {exc}") from None
+
+
+def _check_public_key(key: CertificatePublicKeyTypes) -> PublicKey:
     if isinstance(key, ed25519.Ed25519PublicKey):
         return key
     if isinstance(key, ec.EllipticCurvePublicKey):

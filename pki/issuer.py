@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from pki.csr import KeyBindings, check_csr
+from pki.csr import KeyBindings, ParsedCsr, check_csr
 from pki.errors import LocalError, PolicyViolation
 from pki.hierarchy import IssuingCa
 from pki.keys import PublicKey, public_key_fingerprint, signature_hash
@@ -201,7 +201,7 @@ class CertificateIssuer:
 
     def issue_for_csr(
         self,
-        csr: bytes | x509.CertificateSigningRequest,
+        csr: bytes | x509.CertificateSigningRequest | ParsedCsr,
         kind: str,
         name: str,
         profile: str,

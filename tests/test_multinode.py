@@ -2,13 +2,16 @@
 
 A map applied through node A's API changes what node B's RADIUS answers, and an
 identity retired on node A is refused by node B: each node follows the shared event
-outbox and segment-map versions, so no restart and no broker are needed.
+outbox and segment-map versions, so no restart and no broker are needed. The same holds
+for the extra API processes of one node (``api.workers``).
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -19,7 +22,7 @@ import pytest
 
 from tests.conftest import PG_URL, _pg_dsn, _run
 from tests.interop import missing
-from tests.service_process import MA, SECRET, Service, service_env
+from tests.service_process import MA, NHI, SECRET, Service, service_env
 
 pytestmark = pytest.mark.interop
 
@@ -90,3 +93,87 @@ def test_two_nodes_share_state(pg_database: str, tmp_path: Path) -> None:
     finally:
         b.stop()
         a.stop()
+
+
+def _listeners(port: int) -> int:
+    """Sockets listening on 127.0.0.1:``port`` (one per API process with SO_REUSEPORT)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for r in rows if r.split()[1] == f"0100007F:{port:04X}" and r.split()[3] == "0A")
+
+
+def _post_enroll(port: int, token: str, csr: bytes) -> int:
+    body = json.dumps({"token": token, "csr": csr.decode()}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/pki/v1/enroll", data=body,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert b"BEGIN CERTIFICATE" in r.read()
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_enrollment_across_api_worker_processes(pg_database: str, tmp_path: Path) -> None:
+    """``api.workers = 2``: two processes share the API port; each token, sent twice at
+    once over separate connections, is issued exactly once, and every issue has its
+    credential row, audit record (chain intact) and event; stopping the service stops
+    the worker too."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pki import build_csr, generate_private_key
+
+    env = service_env(tmp_path)
+    env["NHI_NAC_DATABASE_URL"] = pg_database
+    env["NHI_NAC_API_WORKERS"] = "2"
+    svc = Service(env, tmp_path / "data")
+    svc.cli("init")
+    svc.cli("owner", "add", "alice@example.com", "--name", "Alice", "--team", "platform")
+    names = [f"w-{i}" for i in range(8)]
+    csv = tmp_path / "ids.csv"
+    csv.write_text("kind,name,owner\n" + "".join(f"workload,{n},alice@example.com\n"
+                                                  for n in names))
+    svc.cli("import", str(csv))
+    tokens = [svc.cli("token", "create", f"workload/{n}", "--ttl", "10m").strip()
+              for n in names]
+    csrs = [build_csr(generate_private_key("p256"), f"spiffe://nhi.example/workload/{n}")
+            for n in names]
+    svc.start()
+    try:
+        deadline = time.monotonic() + 30
+        while _listeners(svc.api) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _listeners(svc.api) == 2
+        jobs = [(t, c) for t, c in zip(tokens, csrs, strict=True)] * 2
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda job: _post_enroll(svc.api, *job), jobs))
+        per_token = [sorted(codes[i::len(tokens)]) for i in range(len(tokens))]
+        assert per_token == [[201, 403]] * len(tokens), codes
+        issued, events, audited = _run(_counts(pg_database))
+        assert issued == (len(names), len(names)) and events == audited == len(names)
+        assert svc.cli("audit", "verify").startswith("OK:")
+    finally:
+        svc.stop()
+    assert _listeners(svc.api) == 0
+
+
+async def _counts(dsn: str) -> tuple[tuple[int, int], int, int]:
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        row = await conn.fetchrow("SELECT count(DISTINCT serial), count(*) FROM credentials "
+                                  "WHERE type = 'certificate'")
+        events = await conn.fetchval("SELECT count(*) FROM event_outbox WHERE type = "
+                                     "'certificate.issued'")
+        audited = await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = "
+                                      "'certificate.issue'")
+    finally:
+        await conn.close()
+    return (int(row[0]), int(row[1])), int(events), int(audited)
+
+
+def test_more_than_one_api_process_needs_postgresql(tmp_path: Path) -> None:
+    env = service_env(tmp_path)
+    env["NHI_NAC_API_WORKERS"] = "2"
+    proc = subprocess.run([*NHI, "config"], env=env, capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode != 0
+    assert "api.workers" in proc.stderr and "PostgreSQL" in proc.stderr

@@ -232,3 +232,4 @@ def test_renew_loop_renews_at_two_thirds(service: Service, tmp_path: Path) -> No
     assert len(set(serials)) == 2
     certs = json.loads(service.cli("--json", "cert", "list", "--identity", "workload/billing"))
     assert len(certs) == 3
+

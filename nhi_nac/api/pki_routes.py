@@ -7,16 +7,17 @@ and OCSP are public by design (RFC 5280 §4.2.1.13, RFC 6960 Appendix A).
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
 
 from nhi_nac.api.bodies import read_json_body
 from nhi_nac.api.routes import CA
-from nhi_nac.ca_service import CaService
+from nhi_nac.ca_service import CaService, IssuedBundle
 from nhi_nac.durations import parse_duration
 from nhi_nac.errors import InvalidInput
-from nhi_nac.views import to_json
 
 #: Largest enrollment/renewal/OCSP request body, in bytes.
 MAX_PKI_BODY = 64 * 1024
@@ -24,6 +25,26 @@ MAX_PKI_BODY = 64 * 1024
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     return (await read_json_body(request, MAX_PKI_BODY))[1]
+
+
+@lru_cache(maxsize=4)
+def _encoded_ca(chain_pem: str, ca_pem: str) -> str:
+    """The chain and root members of a bundle, JSON-encoded once per CA rather than per
+    certificate (they are most of the body and the same in every response)."""
+    return f'"chain_pem": {json.dumps(chain_pem)}, "ca_pem": {json.dumps(ca_pem)}'
+
+
+def _bundle_response(bundle: IssuedBundle) -> web.Response:
+    """201 with the bundle as ``to_json`` would render it (same members, same values)."""
+    body = (
+        f'{{"identity": {json.dumps(bundle.identity)}, '
+        f'"certificate_pem": {json.dumps(bundle.certificate_pem)}, '
+        f"{_encoded_ca(bundle.chain_pem, bundle.ca_pem)}, "
+        f'"serial": {json.dumps(bundle.serial)}, '
+        f'"not_after": {json.dumps(bundle.not_after.isoformat())}, '
+        f'"profile": {json.dumps(bundle.profile)}}}'
+    )
+    return web.Response(body=body.encode(), status=201, content_type="application/json")
 
 
 def _validity(data: dict[str, Any]) -> Any:
@@ -37,7 +58,7 @@ async def enroll(request: web.Request) -> web.Response:
     if not isinstance(token, str) or not isinstance(csr, str):
         raise InvalidInput("token and csr (PEM) are required")
     bundle = await request.app[CA].enroll(token, csr.encode(), _validity(d))
-    return web.json_response(to_json(bundle), status=201)
+    return _bundle_response(bundle)
 
 
 async def renew(request: web.Request) -> web.Response:
@@ -46,7 +67,7 @@ async def renew(request: web.Request) -> web.Response:
     if not isinstance(proof, str):
         raise InvalidInput("proof is required")
     bundle = await request.app[CA].renew(proof.encode(), _validity(d))
-    return web.json_response(to_json(bundle), status=201)
+    return _bundle_response(bundle)
 
 
 def _pem(data: bytes) -> web.Response:
