@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """In-process MAB cost: RadiusServer.receive() alone, µs per Access-Request.
 
-Usage: mab_micro.py [N] [--profile]   (no sockets, no database: the engine's share of
-the per-request CPU, to compare with bench/radius.sh's whole-process figure)
+Usage: mab_micro.py [N] [--profile] [--only K]   (no sockets, no database: the engine's
+share of the per-request CPU, to compare with bench/radius.sh's whole-process figure;
+``--only K`` builds N requests but serves only the first K: bench/radius/mab_instructions.sh
+runs it under callgrind twice to count instructions per request, a figure that does not
+drift with the machine's load)
 """
 
 from __future__ import annotations
@@ -53,6 +56,10 @@ def main() -> None:
     server = RadiusServer(directory)
     data = requests(n)
     addr = ("127.0.0.1", 40000)
+
+    if "--only" in sys.argv:
+        data = data[:int(sys.argv[sys.argv.index("--only") + 1])]
+        n = max(1, len(data))
 
     def run() -> None:
         now = time.time()
