@@ -57,7 +57,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nhi_nac import audit
@@ -277,9 +278,12 @@ async def detect_behaviour(s: AsyncSession, cfg: AgentsConfig,
     since = now - window
     base_from = since - parse_duration(cfg.baseline)
     windows_in_baseline = max(1.0, parse_duration(cfg.baseline) / window)
+    # Probed per agent through the identity indexes: a prefix LIKE cannot use them, and
+    # scanning the window's admissions would cost what every other device does there.
+    agent_refs = select(Identity.kind + "/" + Identity.name).where(Identity.kind == "ai_agent")
     recent_refs = {r for (r,) in (await s.execute(
         select(Admission.identity).distinct()
-        .where(Admission.at >= since, Admission.identity.like("ai_agent/%")))).all()}
+        .where(Admission.identity.in_(agent_refs), Admission.at >= since))).all()}
     recent_ids = {i for (i,) in (await s.execute(
         select(AgentGrant.identity_id).distinct()
         .where(AgentGrant.requested_at >= since))).all()}
@@ -289,8 +293,8 @@ async def detect_behaviour(s: AsyncSession, cfg: AgentsConfig,
                Identity.parent_id.is_not(None)))).all() if i is not None}
     recent_refs |= {r for (r,) in (await s.execute(
         select(RadiusSession.identity).distinct()
-        .where(RadiusSession.updated_at >= since,
-               RadiusSession.identity.like("ai_agent/%")))).all()}
+        .where(RadiusSession.identity.in_(agent_refs),
+               RadiusSession.updated_at >= since))).all()}
     agents: dict[str, int] = {}
     for iid, kind, name in (await s.execute(
             select(Identity.id, Identity.kind, Identity.name)
@@ -435,6 +439,12 @@ async def _baseline_hours(s: AsyncSession, refs: list[str], base_from: dt.dateti
     return {ref: (hours, len(days.get(ref, ()))) for ref, (hours, _) in result.items()}
 
 
+_NEWEST_EVENT = select(func.max(OutboxEvent.id))
+_RESCAN_EVENT = select(OutboxEvent.id).where(
+    OutboxEvent.id > bindparam("after"), OutboxEvent.id <= bindparam("upto"),
+    or_(*(OutboxEvent.type.startswith(p) for p in RESCAN_PREFIXES))).limit(1)
+
+
 class Governance:
     def __init__(self, inventory: Inventory, policy: GovernanceConfig,
                  vlan_of: VlanLookup | None = None,
@@ -447,17 +457,20 @@ class Governance:
 
     async def changed(self) -> bool:
         """Whether a change that can open or resolve a finding was written (by any node)
-        since the last call; the first call only sets the mark."""
-        async with self.inventory.db.read() as s:
-            newest = int(await s.scalar(select(func.max(OutboxEvent.id))) or 0)
-            if self._mark is None:
-                self._mark = newest
-                return False
-            hit = await s.scalar(select(OutboxEvent.id).where(
-                OutboxEvent.id > self._mark, OutboxEvent.id <= newest,
-                or_(*(OutboxEvent.type.startswith(p) for p in RESCAN_PREFIXES))).limit(1))
+        since the last call; the first call only sets the mark. Asked every second by
+        ``serve``: two prebuilt Core reads in one worker-thread hop."""
+        mark = self._mark
+
+        def look(conn: Connection) -> tuple[int, bool]:
+            newest = int(conn.execute(_NEWEST_EVENT).scalar() or 0)
+            if mark is None or newest <= mark:
+                return newest, False
+            hit = conn.execute(_RESCAN_EVENT, {"after": mark, "upto": newest}).first()
+            return newest, hit is not None
+
+        newest, hit = await self.inventory.db.run_read(look)
         self._mark = newest
-        return hit is not None
+        return hit
 
     async def scan(self, behaviour_only: bool = False) -> ScanResult:
         """Detect, reconcile and act; ``behaviour_only`` runs just the agent rules (the
