@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.engine import Connection
 
 from nhi_nac import audit
 from nhi_nac.coa.limits import COA_PORT
@@ -56,6 +57,7 @@ log = structlog.get_logger("nhi_nac.coa")
 
 #: Seconds between looks at the outbox.
 ENFORCE_POLL_SECONDS = 0.5
+_NEWEST_EVENT = select(func.max(OutboxEvent.id))
 #: NAS vendors that accept a CoA-Request to re-authenticate a session (Cisco's
 #: subscriber:command=reauthenticate); the others get Disconnect-Request.
 REAUTH_VENDORS = frozenset({"cisco"})
@@ -95,6 +97,10 @@ Sender = Callable[[Sequence[SessionTarget]], Awaitable[Sequence[SendOutcome]]]
 ENFORCED_EVENTS = ("segments.applied", "identity.suspended", "identity.retired",
                    "certificate.revoked", "owner.departed", "identity.quarantined",
                    "identity.released", "agent.grant.approved", "agent.grant.expired")
+_ENFORCED_AFTER = (select(OutboxEvent.id, OutboxEvent.type, OutboxEvent.payload)
+                   .where(OutboxEvent.id > bindparam("after"),
+                          OutboxEvent.type.in_(ENFORCED_EVENTS))
+                   .order_by(OutboxEvent.id).limit(1000))
 
 
 def affected(event_type: str, payload: dict[str, Any]) -> tuple[str, list[str]]:
@@ -133,13 +139,17 @@ class Enforcer:
         """Handle new outbox events; returns how many requests were sent."""
         if self._last_event is None:
             await self.start()
-        async with self.db.read() as s:
-            newest = await s.scalar(select(func.max(OutboxEvent.id)))
-            events = (await s.execute(select(OutboxEvent.id, OutboxEvent.type,
-                                             OutboxEvent.payload)
-                                      .where(OutboxEvent.id > (self._last_event or 0),
-                                             OutboxEvent.type.in_(ENFORCED_EVENTS))
-                                      .order_by(OutboxEvent.id).limit(1000))).all()
+        last = self._last_event or 0
+
+        def look(conn: Connection) -> tuple[int | None, Sequence[Any]]:
+            # Asked twice a second on every node: the newest id first (by primary key),
+            # the enforced events only when there is anything new.
+            newest = conn.execute(_NEWEST_EVENT).scalar()
+            if newest is None or newest <= last:
+                return newest, ()
+            return newest, conn.execute(_ENFORCED_AFTER, {"after": last}).all()
+
+        newest, events = await self.db.run_read(look)
         sent = 0
         if events and self.prepare is not None:
             await self.prepare()

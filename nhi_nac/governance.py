@@ -440,6 +440,17 @@ async def _baseline_hours(s: AsyncSession, refs: list[str], base_from: dt.dateti
 
 
 _NEWEST_EVENT = select(func.max(OutboxEvent.id))
+_ANY_ACTIVE_AGENT = select(Identity.id).where(Identity.kind == "ai_agent",
+                                              Identity.status == "active").limit(1)
+_OPEN_BEHAVIOUR = select(Finding.id).where(Finding.type.in_(BEHAVIOUR_TYPES),
+                                           Finding.state != "resolved").limit(1)
+
+
+def _agents_to_watch(conn: Connection) -> bool:
+    """Whether the behavioural rules have anything to look at: an active agent, or an
+    open behaviour finding that may resolve."""
+    return (conn.execute(_ANY_ACTIVE_AGENT).first() is not None
+            or conn.execute(_OPEN_BEHAVIOUR).first() is not None)
 _RESCAN_EVENT = select(OutboxEvent.id).where(
     OutboxEvent.id > bindparam("after"), OutboxEvent.id <= bindparam("upto"),
     or_(*(OutboxEvent.type.startswith(p) for p in RESCAN_PREFIXES))).limit(1)
@@ -478,7 +489,10 @@ class Governance:
         now = self.inventory.clock()
         if behaviour_only:
             # The frequent pass: decide with reads whether anything is to change, so that
-            # an idle fleet costs no write transaction every two seconds.
+            # an idle fleet costs no write transaction every two seconds; a fleet without
+            # active agents or open behaviour findings, two indexed Core reads.
+            if not await self.inventory.db.run_read(_agents_to_watch):
+                return ScanResult((), (), 0)
             async with self.inventory.db.read() as s:
                 quiet = not await detect_behaviour(s, self.agents, now) and not await s.scalar(
                     select(func.count()).select_from(Finding).where(

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -80,6 +81,11 @@ class Identity(Base):
     __table_args__ = (
         UniqueConstraint("kind", "name", name="uq_identities_kind_name"),
         Index("ix_identities_owner_status", "owner_id", "status"),
+        # Partial: only the quarantined few, read every second by each node's segment
+        # overlays (a scan of every identity otherwise).
+        Index("ix_identities_quarantined", "quarantined_at",
+              sqlite_where=text("quarantined_at IS NOT NULL"),
+              postgresql_where=text("quarantined_at IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
