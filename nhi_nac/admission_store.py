@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -63,10 +63,9 @@ log = structlog.get_logger("nhi_nac.admission")
 
 #: Admissions and sightings waiting to be written; beyond this they are dropped and counted.
 MAX_QUEUED_RECORDS = 50_000
-#: Seconds between batch writes and between checks for inventory changes.
-FLUSH_SECONDS = 0.2
 #: (identity, NAS site) -> VLAN results kept between changes, at most.
 MAX_VLAN_MEMO = 200_000
+#: Seconds between batch writes and between checks for inventory changes.
 WATCH_SECONDS = 0.5
 #: Seconds between deletions of admissions older than the retention period.
 PRUNE_SECONDS = 3600.0
@@ -181,8 +180,9 @@ class _DecisionTexts:
     calendar part is formatted once per second. ``of``: the identity ref, method and
     verdict, the reasons column's JSON, and the decision's event item as JSON without its
     ``"at"`` and ``"port"`` values, per distinct (verdict, identity, method, NAS, MAC,
-    VLAN, reasons, failure): a device keeps its MAC and decision from port to port. The
-    pieces join into exactly what ``json.dumps`` gives for the whole item (:meth:`item`).
+    VLAN, reasons, failure): a device keeps its MAC and decision from port to port. With
+    the time and :meth:`port` the pieces join into exactly what ``json.dumps`` gives for
+    the whole item.
     """
 
     def __init__(self) -> None:
@@ -273,8 +273,7 @@ class InventoryDirectory(MemoryDirectory):
     async def start(self) -> None:
         self._log = log.bind()
         self._log_decisions = self._log.is_enabled_for(logging.INFO)
-        async with self.db.read() as s:
-            self._last_event = int(await s.scalar(select(func.max(OutboxEvent.id))) or 0)
+        self._last_event = await self.db.run_read(queries.newest_event)
         await self.reload()
 
     async def check_for_changes(self) -> bool:
@@ -423,7 +422,7 @@ class InventoryDirectory(MemoryDirectory):
         for start, event_id in zip(range(0, len(rows), MAX_ADMISSIONS_PER_EVENT),
                                    _event_ids(_chunks(len(rows))), strict=True):
             end = start + MAX_ADMISSIONS_PER_EVENT
-            events.append((event_id, ADMISSIONS_EVENT, rows[:end][-1][0],
+            events.append((event_id, ADMISSIONS_EVENT, rows[min(end, len(rows)) - 1][0],
                            '{"admissions": [' + ", ".join(items[start:end]) + "]}"))
         return rows, events, [(at, k, n) for (k, n), at in touched.items()]
 
@@ -451,7 +450,7 @@ class InventoryDirectory(MemoryDirectory):
             if d.accepted and d.identity is not None and self._seen_is_stale(ref, d.decided_at):
                 touched[(d.identity.kind.value, d.identity.name)] = at
         events = [{"event_id": event_id, "type": ADMISSIONS_EVENT,
-                   "at": rows[:start + MAX_ADMISSIONS_PER_EVENT][-1]["at"],
+                   "at": rows[min(start + MAX_ADMISSIONS_PER_EVENT, len(rows)) - 1]["at"],
                    "published_at": None,
                    "payload": {"admissions": items[start:start + MAX_ADMISSIONS_PER_EVENT]}}
                   for start, event_id in zip(range(0, len(rows), MAX_ADMISSIONS_PER_EVENT),

@@ -231,8 +231,12 @@ class AgentService:
 
     def _authenticate_on(self, conn: Connection,
                          proof: tuple[bytes, dict[str, Any], bytes], *, method: str,
-                         path: str, body: bytes, now: dt.datetime) -> tuple[Any, x509.Certificate]:
-        """:meth:`authenticate` inside a ``run_write`` transaction: the agent's row."""
+                         path: str, body: bytes, now: dt.datetime,
+                         refused_in_quarantine: str | None = None,
+                         ) -> tuple[Any, x509.Certificate]:
+        """:meth:`authenticate` inside a ``run_write`` transaction: the agent's row. With
+        ``refused_in_quarantine`` (what the agent wants to do), a quarantined agent is
+        refused with that reason."""
         payload_bytes, payload, signature = proof
         serial = format(int(payload["serial"], 16), "x")
         row = conn.execute(_AUTH, {"serial": serial}).first()
@@ -250,6 +254,8 @@ class AgentService:
             raise Forbidden(f"identity {ref} is {row.status}")
         if row.owner_status != "active":
             raise Forbidden(f"owner {row.owner} of {ref} has departed")
+        if refused_in_quarantine and row.quarantined_at is not None:
+            raise Forbidden(f"{ref} is quarantined; it cannot {refused_in_quarantine}")
         return row, certificate
 
     async def signed_spawn(self, header: str, *, method: str, path: str, body: bytes,
@@ -260,11 +266,10 @@ class AgentService:
         proof = agent_auth.parse_header(header)
 
         def tx(conn: Connection) -> SpawnResult:
-            row, certificate = self._authenticate_on(conn, proof, method=method, path=path,
-                                                     body=body, now=now)
+            row, certificate = self._authenticate_on(
+                conn, proof, method=method, path=path, body=body, now=now,
+                refused_in_quarantine="spawn sub-agents")
             ref = f"{row.kind}/{row.name}"
-            if row.quarantined_at is not None:
-                raise Forbidden(f"{ref} is quarantined; it cannot spawn sub-agents")
             remaining = certificate.not_valid_after_utc - now
             if lifetime:
                 validity = parse_duration(lifetime)
@@ -329,10 +334,9 @@ class AgentService:
 
         def tx(conn: Connection) -> GrantView:
             row, _cert = self._authenticate_on(conn, proof, method=method, path=path,
-                                               body=body, now=now)
+                                               body=body, now=now,
+                                               refused_in_quarantine="widen its access")
             ref = f"{row.kind}/{row.name}"
-            if row.quarantined_at is not None:
-                raise Forbidden(f"{ref} is quarantined; it cannot widen its access")
             key, value = parse_label(label)
             length = parse_duration(duration)
             if length > self.max_grant:

@@ -79,6 +79,7 @@ from nhi_nac.errors import (
 from nhi_nac.inventory import Inventory
 from nhi_nac.outbox import add_event
 from nhi_nac.radius_service import TLS_DIR
+from nhi_nac.storage import queries
 from nhi_nac.storage.models import (
     Credential,
     EnrollmentToken,
@@ -694,7 +695,7 @@ class CaService:
         """Scheduled: re-sign the CRL before nextUpdate, or after a revocation elsewhere."""
         last = self._last_event
         newest, changed = await self.inventory.db.run_read(
-            lambda conn: _revocations_since(conn, last))
+            lambda conn: queries.changed_since(conn, last, _REVOCATION_EVENT_AFTER))
         self._last_event = max(last, newest)
         if changed:
             self._ocsp_cache.clear()
@@ -915,9 +916,9 @@ _REVOKED_ROWS = select(Credential.serial, Credential.revoked_at,
 _STATUS_BY_SERIAL = select(Credential.status, Credential.revoked_at,
                            Credential.revocation_reason).where(
     Credential.serial == bindparam("serial"), Credential.type == "certificate")
-_NEWEST_EVENT = select(func.max(OutboxEvent.id))
 _SETTINGS = table_of(Setting)
 _CRL_NUMBER = select(_SETTINGS.c.value).where(_SETTINGS.c.key == "crl_number").with_for_update()
+# For queries.changed_since: exact types, not prefixes.
 _REVOCATION_EVENT_AFTER = select(OutboxEvent.id).where(
     OutboxEvent.id > bindparam("after"), OutboxEvent.id <= bindparam("upto"),
     OutboxEvent.type.in_(REVOCATION_EVENTS)).limit(1)
@@ -1072,15 +1073,6 @@ def _revocation_index(rows: Iterable[Any], now: dt.datetime
     """Revoked rows (serial hex, revoked_at, reason) by serial number."""
     return {int(sn, 16): (at or now, ReasonFlags(reason or "unspecified"))
             for sn, at, reason in rows if sn}
-
-
-def _revocations_since(conn: Connection, after: int) -> tuple[int, bool]:
-    """The newest outbox id, and whether a revocation event lies after ``after`` up to it."""
-    newest = int(conn.execute(_NEWEST_EVENT).scalar() or 0)
-    if newest <= after:
-        return newest, False
-    hit = conn.execute(_REVOCATION_EVENT_AFTER, {"after": after, "upto": newest}).first()
-    return newest, hit is not None
 
 
 def _crl_number_on_disk(path: Path) -> int:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 
 from nhi_nac import audit
@@ -43,6 +43,7 @@ from nhi_nac.coa.messages import (
 )
 from nhi_nac.coa.sender import CoaSender
 from nhi_nac.outbox import add_event
+from nhi_nac.storage import queries
 from nhi_nac.storage.db import Database
 from nhi_nac.storage.models import (
     CoaRequest,
@@ -57,7 +58,6 @@ log = structlog.get_logger("nhi_nac.coa")
 
 #: Seconds between looks at the outbox.
 ENFORCE_POLL_SECONDS = 0.5
-_NEWEST_EVENT = select(func.max(OutboxEvent.id))
 #: NAS vendors that accept a CoA-Request to re-authenticate a session (Cisco's
 #: subscriber:command=reauthenticate); the others get Disconnect-Request.
 REAUTH_VENDORS = frozenset({"cisco"})
@@ -132,8 +132,7 @@ class Enforcer:
         self._last_event: int | None = None
 
     async def start(self) -> None:
-        async with self.db.read() as s:
-            self._last_event = int(await s.scalar(select(func.max(OutboxEvent.id))) or 0)
+        self._last_event = await self.db.run_read(queries.newest_event)
 
     async def check(self) -> int:
         """Handle new outbox events; returns how many requests were sent."""
@@ -141,11 +140,11 @@ class Enforcer:
             await self.start()
         last = self._last_event or 0
 
-        def look(conn: Connection) -> tuple[int | None, Sequence[Any]]:
+        def look(conn: Connection) -> tuple[int, Sequence[Any]]:
             # Asked twice a second on every node: the newest id first (by primary key),
             # the enforced events only when there is anything new.
-            newest = conn.execute(_NEWEST_EVENT).scalar()
-            if newest is None or newest <= last:
+            newest = queries.newest_event(conn)
+            if newest <= last:
                 return newest, ()
             return newest, conn.execute(_ENFORCED_AFTER, {"after": last}).all()
 
@@ -158,8 +157,8 @@ class Enforcer:
             if identities:
                 sent += await self.enforce(identities, kind, f"{etype}#{event_id}")
             self._last_event = event_id
-        if len(events) < 1000 and newest is not None:
-            self._last_event = max(self._last_event or 0, int(newest))
+        if len(events) < 1000:
+            self._last_event = max(self._last_event or 0, newest)
         return sent
 
     async def enforce(self, identities: Iterable[str], kind: str, trigger: str) -> int:

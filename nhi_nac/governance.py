@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -67,6 +67,7 @@ from nhi_nac.durations import parse_duration
 from nhi_nac.errors import Conflict, InvalidInput, NotFound
 from nhi_nac.inventory import Inventory, quarantine_identity, revoke_identity_certificates
 from nhi_nac.outbox import add_event
+from nhi_nac.storage import queries
 from nhi_nac.storage.models import (
     Admission,
     AgentGrant,
@@ -76,7 +77,6 @@ from nhi_nac.storage.models import (
     Identity,
     IdentityMac,
     NasClient,
-    OutboxEvent,
     Owner,
     RadiusSession,
 )
@@ -439,7 +439,7 @@ async def _baseline_hours(s: AsyncSession, refs: list[str], base_from: dt.dateti
     return {ref: (hours, len(days.get(ref, ()))) for ref, (hours, _) in result.items()}
 
 
-_NEWEST_EVENT = select(func.max(OutboxEvent.id))
+_RESCAN_EVENT = queries.event_probe(RESCAN_PREFIXES)
 _ANY_ACTIVE_AGENT = select(Identity.id).where(Identity.kind == "ai_agent",
                                               Identity.status == "active").limit(1)
 _OPEN_BEHAVIOUR = select(Finding.id).where(Finding.type.in_(BEHAVIOUR_TYPES),
@@ -451,9 +451,6 @@ def _agents_to_watch(conn: Connection) -> bool:
     open behaviour finding that may resolve."""
     return (conn.execute(_ANY_ACTIVE_AGENT).first() is not None
             or conn.execute(_OPEN_BEHAVIOUR).first() is not None)
-_RESCAN_EVENT = select(OutboxEvent.id).where(
-    OutboxEvent.id > bindparam("after"), OutboxEvent.id <= bindparam("upto"),
-    or_(*(OutboxEvent.type.startswith(p) for p in RESCAN_PREFIXES))).limit(1)
 
 
 class Governance:
@@ -469,18 +466,13 @@ class Governance:
     async def changed(self) -> bool:
         """Whether a change that can open or resolve a finding was written (by any node)
         since the last call; the first call only sets the mark. Asked every second by
-        ``serve``: two prebuilt Core reads in one worker-thread hop."""
+        ``serve``: prebuilt Core reads, the second only when the outbox grew."""
         mark = self._mark
-
-        def look(conn: Connection) -> tuple[int, bool]:
-            newest = int(conn.execute(_NEWEST_EVENT).scalar() or 0)
-            if mark is None or newest <= mark:
-                return newest, False
-            hit = conn.execute(_RESCAN_EVENT, {"after": mark, "upto": newest}).first()
-            return newest, hit is not None
-
-        newest, hit = await self.inventory.db.run_read(look)
-        self._mark = newest
+        if mark is None:
+            self._mark = await self.inventory.db.run_read(queries.newest_event)
+            return False
+        self._mark, hit = await self.inventory.db.run_read(
+            lambda conn: queries.changed_since(conn, mark, _RESCAN_EVENT))
         return hit
 
     async def scan(self, behaviour_only: bool = False) -> ScanResult:

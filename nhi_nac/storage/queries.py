@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, or_, select
+from sqlalchemy import Select, bindparam, exists, func, or_, select
 from sqlalchemy.engine import Connection
 
 from nhi_nac.domain import IdentityRef
@@ -174,20 +174,36 @@ def list_identities(
 #: (``certificate.issued`` is not one: the directory keeps revoked serials only.)
 INVENTORY_EVENT_PREFIXES = ("identity.", "owner.", "nas.", "credential.",
                             "certificate.revoked")
-_NEWEST_EVENT = select(func.max(OutboxEvent.id))
-_INVENTORY_EVENT_AFTER = select(OutboxEvent.id).where(
-    OutboxEvent.id > bindparam("after"), OutboxEvent.id <= bindparam("upto"),
-    or_(*(OutboxEvent.type.startswith(p, autoescape=True) for p in INVENTORY_EVENT_PREFIXES)),
-).limit(1)
+NEWEST_EVENT = select(func.max(OutboxEvent.id))
+
+
+def event_probe(prefixes: Sequence[str]) -> Select[Any]:
+    """A prebuilt statement for :func:`changed_since`: is there an outbox event whose type
+    starts with one of ``prefixes`` in (``after``, ``upto``]?"""
+    return select(OutboxEvent.id).where(
+        OutboxEvent.id > bindparam("after"), OutboxEvent.id <= bindparam("upto"),
+        or_(*(OutboxEvent.type.startswith(p, autoescape=True) for p in prefixes)),
+    ).limit(1)
+
+
+_INVENTORY_EVENT_AFTER = event_probe(INVENTORY_EVENT_PREFIXES)
+
+
+def newest_event(conn: Connection) -> int:
+    return int(conn.execute(NEWEST_EVENT).scalar() or 0)
+
+
+def changed_since(conn: Connection, after: int, probe: Select[Any]) -> tuple[int, bool]:
+    """The newest outbox id, and whether an event ``probe`` (:func:`event_probe`) looks for
+    came after ``after`` up to it. The newest id is read first, so an event written in
+    between is seen next time; nothing newer, no second read."""
+    newest = newest_event(conn)
+    if newest <= after:
+        return newest, False
+    hit = conn.execute(probe, {"after": after, "upto": newest}).first()
+    return newest, hit is not None
 
 
 def inventory_changed_since(conn: Connection, after: int) -> tuple[int, bool]:
-    """The newest outbox id, and whether an inventory event came after ``after`` up to it.
-
-    The newest id is read first, so an event written in between is seen next time.
-    """
-    newest = int(conn.execute(_NEWEST_EVENT).scalar() or 0)
-    if newest <= after:
-        return newest, False
-    hit = conn.execute(_INVENTORY_EVENT_AFTER, {"after": after, "upto": newest}).first()
-    return newest, hit is not None
+    """:func:`changed_since` for the events that change the RADIUS directory."""
+    return changed_since(conn, after, _INVENTORY_EVENT_AFTER)
