@@ -10,7 +10,8 @@ the JSON object ``{typ, serial, cert_sha256, iat, nonce, method, path, body_sha2
 The server finds the certificate by serial and checks that our CA issued it, that it
 is inside its validity and not revoked, that the payload names this very request
 (method, path, body digest), that it was signed within ``MAX_AGE`` and that its nonce
-has not been seen before on this node (a replayed proof is refused).
+has not been seen before (a replayed proof is refused, on this node or any other node on
+the same database).
 """
 
 from __future__ import annotations
@@ -126,6 +127,11 @@ class ReplayGuard:
         if nonce in self._seen:
             raise Unauthorized("agent proof was already used (replay)")
         self._seen[nonce] = now
+
+
+def nonce_digest(claims: ProofClaims) -> str:
+    """The key a used proof is remembered by: its certificate and its nonce."""
+    return hashlib.sha256(f"{claims.cert_sha256}:{claims.nonce}".encode()).hexdigest()
 
 
 def check_issuer(certificate: x509.Certificate, issuer: x509.Certificate) -> None:

@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nhi_nac import agent_auth, audit
@@ -47,6 +48,7 @@ from nhi_nac.lineage import MAX_LINEAGE_DEPTH, ParentFacts, check_child
 from nhi_nac.outbox import add_event
 from nhi_nac.storage.models import (
     AgentGrant,
+    AgentProofNonce,
     Credential,
     Identity,
     IdentityLabel,
@@ -56,6 +58,11 @@ from nhi_nac.storage.models import (
 )
 
 _GRANTS = table_of(AgentGrant)
+_NONCES = table_of(AgentProofNonce)
+_BURN_NONCE = insert(_NONCES)
+_FORGET_NONCES = delete(_NONCES).where(_NONCES.c.expires_at < bindparam("now"))
+#: How often a node deletes the nonces of proofs that are stale anyway.
+NONCE_PRUNE_EVERY = dt.timedelta(minutes=1)
 _AUTH = (
     select(Credential.pem, Credential.status.label("cred_status"), Identity.id, Identity.kind,
            Identity.name, Identity.status, Identity.scope, Identity.ceiling,
@@ -179,6 +186,7 @@ class AgentService:
         self.max_grant = parse_duration(config.max_grant)
         self.pending_timeout = parse_duration(config.pending_timeout)
         self.replays = agent_auth.ReplayGuard()
+        self._nonces_pruned = dt.datetime.min.replace(tzinfo=dt.UTC)
         #: serial -> (PEM, parsed certificate already checked against the issuing CA).
         self._certificates: dict[str, tuple[str, x509.Certificate]] = {}
 
@@ -188,7 +196,7 @@ class AgentService:
                               now: dt.datetime) -> IdentityRef:
         """The agent behind a signed read-only request, or a refusal saying why."""
         proof = agent_auth.parse_header(header)
-        row, _cert = await self.inventory.db.run_read(lambda conn: self._authenticate_on(
+        row, _cert = await self.inventory.db.run_write(lambda conn: self._authenticate_on(
             conn, proof, method=method, path=path, body=body, now=now))
         return IdentityRef(IdentityKind(row.kind), row.name)
 
@@ -247,6 +255,7 @@ class AgentService:
             payload_bytes, payload, signature, certificate, None, method=method,
             path=path, body=body, now=now, revoked=row.cred_status == "revoked")
         self.replays.check(claims.nonce)
+        self._burn_nonce(conn, claims, now)
         ref = f"{row.kind}/{row.name}"
         if row.kind != IdentityKind.AI_AGENT.value:
             raise Forbidden(f"{ref} is not an ai_agent")
@@ -257,6 +266,22 @@ class AgentService:
         if refused_in_quarantine and row.quarantined_at is not None:
             raise Forbidden(f"{ref} is quarantined; it cannot {refused_in_quarantine}")
         return row, certificate
+
+    def _burn_nonce(self, conn: Connection, claims: agent_auth.ProofClaims,
+                    now: dt.datetime) -> None:
+        """Record the proof as used in the shared table, in the request's transaction:
+        the same proof sent to another node (whose ``ReplayGuard`` has not seen it) is
+        refused too. A request refused later rolls the record back with everything else;
+        this node's ``ReplayGuard`` still remembers it."""
+        if now - self._nonces_pruned >= NONCE_PRUNE_EVERY:
+            conn.execute(_FORGET_NONCES, {"now": now})
+            self._nonces_pruned = now
+        try:  # a unique violation ends the transaction: the request is refused whole
+            conn.execute(_BURN_NONCE, {
+                "digest": agent_auth.nonce_digest(claims),
+                "expires_at": claims.signed_at + agent_auth.MAX_AGE + agent_auth.SKEW})
+        except IntegrityError:
+            raise Unauthorized("agent proof was already used (replay)") from None
 
     async def signed_spawn(self, header: str, *, method: str, path: str, body: bytes,
                            name: str, scope: Mapping[str, str], csr_pem: bytes,

@@ -55,7 +55,6 @@ from cryptography import x509
 from cryptography.x509 import ReasonFlags
 from sqlalchemy import bindparam, exists, func, insert, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncSession
 
 import pki
 from nhi_nac import audit
@@ -332,58 +331,6 @@ class CaService:
 
     # -- issuance ---------------------------------------------------------------------
 
-    async def _key_bindings(self, s: AsyncSession, csr_pem: bytes) -> _Bindings:
-        try:
-            csr = pki.load_csr(csr_pem)
-            fp = pki.public_key_fingerprint(csr.public_key())  # type: ignore[arg-type]
-        except (pki.PkiError, ValueError, TypeError) as exc:
-            raise InvalidInput(f"CSR refused: {exc}") from None
-        row = (await s.execute(
-            select(Identity.kind, Identity.name).join(Credential,
-                                                      Credential.identity_id == Identity.id)
-            .where(Credential.key_fingerprint == fp).limit(1))).first()
-        return _Bindings(fp, (row[0], row[1]) if row else None)
-
-    async def _issue(self, s: AsyncSession, ident: Identity, csr_pem: bytes,
-                     validity: dt.timedelta | None, now: dt.datetime,
-                     actor: str) -> IssuedBundle:
-        profile = PROFILE_FOR_KIND.get(ident.kind)
-        if profile is None:
-            raise InvalidInput(f"{ident.kind} identities do not hold certificates")
-        if len(csr_pem) > MAX_CSR_BYTES:
-            raise InvalidInput(f"CSR larger than {MAX_CSR_BYTES} bytes")
-        dns = [v for k, v in ident.scope.items()
-               if k == DNS_SCOPE_KEY or k.startswith(DNS_SCOPE_KEY + ".")]
-        if ident.parent_id is not None:
-            limit = (await s.run_sync(
-                lambda sync: _parent_certificates(sync.connection(), [ident.id]))).get(ident.id)
-            if limit is not None:
-                validity = child_validity(profile, validity, *limit, now)
-        bindings = await self._key_bindings(s, csr_pem)
-        issuer = self._issuer()
-        try:
-            cert = issuer.issue_for_csr(csr_pem, ident.kind, ident.name, profile, now,
-                                        validity=validity, allowed_dns_names=dns,
-                                        key_bindings=bindings)
-        except pki.PeerError as exc:
-            raise InvalidInput(f"certificate refused: {getattr(exc, 'reason', exc)}") from None
-        serial = format(cert.serial, "x")
-        ref = f"{ident.kind}/{ident.name}"
-        s.add(Credential(identity_id=ident.id, type="certificate", serial=serial,
-                         fingerprint=cert.fingerprint_sha256, key_fingerprint=cert.key_fingerprint,
-                         profile=profile, status="active", created_at=now, last_rotated_at=None,
-                         not_before=cert.not_before, expires_at=cert.not_after,
-                         pem=cert.pem.decode()))
-        ident.last_rotated_at = now
-        await audit.append(s, actor=actor, action="certificate.issue", target=ref, before=None,
-                           after={"serial": serial, "profile": profile,
-                                  "not_after": cert.not_after.isoformat()}, now=now)
-        add_event(s, "certificate.issued", {"identity": ref, "serial": serial,
-                                            "profile": profile,
-                                            "not_after": cert.not_after.isoformat()}, now)
-        return IssuedBundle(ref, cert.pem.decode(), issuer.ca.chain_pem.decode(),
-                            issuer.ca.root_pem.decode(), serial, cert.not_after, profile)
-
     async def enroll(self, token: str, csr_pem: bytes,
                      validity: dt.timedelta | None = None) -> IssuedBundle:
         """Token enrollment: the token picks the identity; the CSR only supplies the key.
@@ -546,20 +493,7 @@ class CaService:
         except pki.PeerError as exc:
             raise InvalidInput(f"certificate refused: {getattr(exc, 'reason', exc)}") from None
         new_serial = format(cert.serial, "x")
-        conn.execute(_INSERT_CREDENTIAL, {
-            "identity_id": identity_id, "type": "certificate", "serial": new_serial,
-            "fingerprint": cert.fingerprint_sha256, "key_fingerprint": cert.key_fingerprint,
-            "profile": profile, "status": "active", "created_at": now, "last_rotated_at": None,
-            "not_before": cert.not_before, "expires_at": cert.not_after, "revoked_at": None,
-            "revocation_reason": None, "pem": cert.pem.decode()})
-        conn.execute(_MARK_ROTATED, {"ids": [identity_id], "now": now})
-        after = {"serial": new_serial, "profile": profile,
-                 "not_after": cert.not_after.isoformat(), **(extra or {})}
-        audit.append_many_sync(conn, [(actor, "certificate.issue", ref, None, after)], now)
-        conn.execute(_INSERT_EVENT, {"event_id": str(uuid.uuid4()),
-                                     "type": "certificate.issued", "at": now,
-                                     "payload": {"identity": ref, **after},
-                                     "published_at": None})
+        _record_issued(conn, [(identity_id, ref, actor, cert, extra or {})], now)
         chain, root = self._pems(issuer)
         return IssuedBundle(ref, cert.pem.decode(), chain, root, new_serial, cert.not_after,
                             profile)
@@ -797,15 +731,6 @@ class CaService:
         return _cert_view(row[0], f"{row[1]}/{row[2]}"), row[0].pem or ""
 
 
-@dataclass(frozen=True)
-class _Bindings:
-    fingerprint: str
-    holder: tuple[str, str] | None
-
-    def bound_identity(self, key_fingerprint: str) -> tuple[str, str] | None:
-        return self.holder if key_fingerprint == self.fingerprint else None
-
-
 @dataclass(frozen=True, slots=True)
 class _Holders:
     """Key bindings for one request: the identities already holding its key."""
@@ -1030,26 +955,36 @@ def _store_issued(conn: Connection,
     """
     burned = set(conn.execute(_CONSUME_TOKENS, {"ids": [c.token_id for c, _ in accepted],
                                                 "now": now}).scalars())
-    kept = [(c, cert) for c, cert in accepted if c.token_id in burned]
-    if not kept:
-        return burned
+    _record_issued(conn, [(c.identity_id, c.ref, f"enroll:{c.ref}", cert, {})
+                          for c, cert in accepted if c.token_id in burned], now)
+    return burned
+
+
+def _record_issued(conn: Connection,
+                   issued: Sequence[tuple[int, str, str, pki.IssuedCertificate, dict[str, Any]]],
+                   now: dt.datetime) -> None:
+    """Store certificates just signed, each as ``(identity id, KIND/NAME, actor,
+    certificate, extra audit details)``: the credential rows, the identities' last
+    rotation, one audit record and one ``certificate.issued`` event each."""
+    if not issued:
+        return
     conn.execute(_INSERT_CREDENTIAL, [
-        {"identity_id": c.identity_id, "type": "certificate", "serial": format(cert.serial, "x"),
+        {"identity_id": identity_id, "type": "certificate", "serial": format(cert.serial, "x"),
          "fingerprint": cert.fingerprint_sha256, "key_fingerprint": cert.key_fingerprint,
-         "profile": c.profile, "status": "active", "created_at": now, "last_rotated_at": None,
-         "not_before": cert.not_before, "expires_at": cert.not_after, "revoked_at": None,
-         "revocation_reason": None, "pem": cert.pem.decode()}
-        for c, cert in kept])
-    conn.execute(_MARK_ROTATED, {"ids": sorted({c.identity_id for c, _ in kept}), "now": now})
-    details = [(c, {"serial": format(cert.serial, "x"), "profile": c.profile,
-                    "not_after": cert.not_after.isoformat()}) for c, cert in kept]
-    audit.append_many_sync(conn, [(f"enroll:{c.ref}", "certificate.issue", c.ref, None, after)
-                         for c, after in details], now)
+         "profile": cert.profile, "status": "active", "created_at": now,
+         "last_rotated_at": None, "not_before": cert.not_before, "expires_at": cert.not_after,
+         "revoked_at": None, "revocation_reason": None, "pem": cert.pem.decode()}
+        for identity_id, _ref, _actor, cert, _extra in issued])
+    conn.execute(_MARK_ROTATED, {"ids": sorted({i[0] for i in issued}), "now": now})
+    details = [(ref, actor, {"serial": format(cert.serial, "x"), "profile": cert.profile,
+                             "not_after": cert.not_after.isoformat(), **extra})
+               for _id, ref, actor, cert, extra in issued]
+    audit.append_many_sync(conn, [(actor, "certificate.issue", ref, None, after)
+                                  for ref, actor, after in details], now)
     conn.execute(_INSERT_EVENT, [
         {"event_id": str(uuid.uuid4()), "type": "certificate.issued", "at": now,
-         "payload": {"identity": c.ref, **after}, "published_at": None}
-        for c, after in details])
-    return burned
+         "payload": {"identity": ref, **after}, "published_at": None}
+        for ref, _actor, after in details])
 
 
 def _revoked_rows(conn: Connection) -> Sequence[Any]:

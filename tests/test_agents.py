@@ -37,6 +37,7 @@ from nhi_nac.storage.db import Database
 from nhi_nac.storage.models import (
     Admission,
     AgentGrant,
+    AgentProofNonce,
     AuditRecord,
     Credential,
     Identity,
@@ -262,6 +263,44 @@ async def test_escalation_attempts_are_refused_and_leave_nothing(lab: Lab) -> No
     await refused(status, answer, "not valid now")
     status, answer = await lab.grant(parent, "zone=web")
     await refused(status, answer, "not valid now")
+
+
+async def test_a_proof_used_on_one_node_is_refused_on_another(lab: Lab) -> None:
+    # A second node on the same database: its own app, its own in-memory replay guard.
+    other = AgentService(lab.inv, lab.ca, AgentsConfig(max_grant="8h", pending_timeout="15m"))
+    server = TestServer(make_app(lab.inv, ca=lab.ca, agents=other), host="127.0.0.1", port=0)
+    parent = await lab.enroll("ai_agent/planner", "30m")
+    e = pki.new_enrollment("p256")
+    body = {"name": "worker", "scope": {"env": "prod"}, "csr": e.csr_pem.decode()}
+    raw = json.dumps(body).encode()
+    header = sign_request(parent.key, parent.cert, "POST", "/agent/v1/spawn", raw, lab.clock())
+    status, answer = await lab.call(parent, "POST", "/agent/v1/spawn", body, header=header)
+    assert status == 201, answer
+    before = await lab.counts()
+    async with TestClient(server) as client:
+        r = await client.post("/agent/v1/spawn", data=raw, headers={
+            "Authorization": header, "Content-Type": "application/json"})
+        answer = await r.json()
+        assert r.status == 401 and "replay" in answer["detail"], answer
+        # A read-only request replayed to the other node is refused the same way.
+        get = sign_request(parent.key, parent.cert, "GET", "/agent/v1/grants", b"",
+                           lab.clock())
+        status, _ = await lab.call(parent, "GET", "/agent/v1/grants", None, header=get)
+        assert status == 200
+        r = await client.get("/agent/v1/grants", headers={"Authorization": get})
+        assert r.status == 401 and "replay" in (await r.json())["detail"]
+    assert await lab.counts() == before
+
+    async def remembered() -> int:
+        async with lab.inv.db.read() as s:
+            return int(await s.scalar(select(func.count()).select_from(AgentProofNonce)) or 0)
+
+    assert await remembered() == 2
+    # Once the proofs would be stale anyway, the next request forgets them.
+    lab.clock.advance(minutes=4)
+    status, _ = await lab.call(parent, "GET", "/agent/v1/grants", None)
+    assert status == 200
+    assert await remembered() == 1
 
 
 async def test_revoked_agent_certificate_and_limits(lab: Lab) -> None:

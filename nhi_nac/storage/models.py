@@ -395,3 +395,14 @@ class AgentGrant(Base):
     decided_by: Mapped[str | None] = mapped_column(String(320))
     expires_at: Mapped[dt.datetime | None]
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class AgentProofNonce(Base):
+    """An agent proof already used, shared by every node on the database: the same proof
+    sent to a second node is a replay too. Kept until the proof would be stale anyway."""
+
+    __tablename__ = "agent_proof_nonces"
+
+    #: sha256 of the certificate fingerprint and the proof's nonce, hex.
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
