@@ -1,7 +1,9 @@
 """Continuous enforcement: push changes to live sessions with RFC 5176.
 
-The enforcer watches the event outbox (so a change made by the CLI, the API or another
-node is seen alike) and, for every event that changes what an identity may have —
+The enforcer follows the event outbox (so a change made by the CLI, the API or another
+node is seen alike; one shared cursor makes each event enforced once, by one node, and
+events written while no node ran are enforced when one starts) and, for every event
+that changes what an identity may have —
 
 - ``segments.applied`` (the identities that move),
 - ``identity.suspended`` / ``identity.retired``,
@@ -25,12 +27,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from nhi_nac import audit
@@ -42,7 +46,6 @@ from nhi_nac.coa.messages import (
     SessionIds,
 )
 from nhi_nac.coa.sender import CoaSender
-from nhi_nac.outbox import add_event
 from nhi_nac.storage import queries
 from nhi_nac.storage.db import Database
 from nhi_nac.storage.models import (
@@ -52,6 +55,8 @@ from nhi_nac.storage.models import (
     OutboxEvent,
     Owner,
     RadiusSession,
+    Setting,
+    table_of,
 )
 
 log = structlog.get_logger("nhi_nac.coa")
@@ -97,10 +102,59 @@ Sender = Callable[[Sequence[SessionTarget]], Awaitable[Sequence[SendOutcome]]]
 ENFORCED_EVENTS = ("segments.applied", "identity.suspended", "identity.retired",
                    "certificate.revoked", "owner.departed", "identity.quarantined",
                    "identity.released", "agent.grant.approved", "agent.grant.expired")
+#: Events claimed per transaction, at most.
+ENFORCE_BATCH = 1000
 _ENFORCED_AFTER = (select(OutboxEvent.id, OutboxEvent.type, OutboxEvent.payload)
                    .where(OutboxEvent.id > bindparam("after"),
                           OutboxEvent.type.in_(ENFORCED_EVENTS))
-                   .order_by(OutboxEvent.id).limit(1000))
+                   .order_by(OutboxEvent.id).limit(ENFORCE_BATCH))
+#: The shared cursor: the newest outbox id whose enforcement has been claimed.
+CURSOR_KEY = "enforcer.last_event"
+_SETTINGS = table_of(Setting)
+_CURSOR = select(_SETTINGS.c.value).where(_SETTINGS.c.key == CURSOR_KEY)
+_CURSOR_FOR_UPDATE = _CURSOR.with_for_update()
+_NEW_CURSOR = insert(_SETTINGS).values(key=CURSOR_KEY)
+_MOVE_CURSOR = update(_SETTINGS).where(_SETTINGS.c.key == CURSOR_KEY).values(
+    value=bindparam("value"))
+_SESSIONS = table_of(RadiusSession)
+_NAS = table_of(NasClient)
+_REQUESTS = table_of(CoaRequest)
+_LIVE_SESSIONS = (
+    select(_SESSIONS.c.identity, _SESSIONS.c.nas, _SESSIONS.c.nas_address,
+           _SESSIONS.c.acct_session_id, _SESSIONS.c.user_name, _SESSIONS.c.mac,
+           _NAS.c.secret, _NAS.c.vendor, _NAS.c.address.label("nas_net"))
+    .join(_NAS, _NAS.c.name == _SESSIONS.c.nas)
+    .where(_SESSIONS.c.status == "active",
+           _SESSIONS.c.identity.in_(bindparam("refs", expanding=True)))
+    .order_by(_SESSIONS.c.id))
+_INSERT_REQUEST = insert(_REQUESTS).returning(_REQUESTS.c.id)
+_ANSWERED = update(_REQUESTS).where(_REQUESTS.c.id == bindparam("rid")).values(
+    status=bindparam("status"), error_cause=bindparam("error_cause"),
+    attempts=bindparam("attempts"), rtt_ms=bindparam("rtt_ms"),
+    answered_at=bindparam("answered_at"))
+_INSERT_EVENT = insert(table_of(OutboxEvent))
+_IDENTITIES = table_of(Identity)
+_OWNERS_OF = (select(_IDENTITIES.c.kind, _IDENTITIES.c.name, table_of(Owner).c.email)
+              .join(table_of(Owner), table_of(Owner).c.id == _IDENTITIES.c.owner_id)
+              .where((_IDENTITIES.c.kind + "/" + _IDENTITIES.c.name).in_(
+                  bindparam("refs", expanding=True))))
+#: A pending request is resumed by a starting node once it is older than this (longer
+#: than a live sender's retransmissions take) and if it is younger than RESUME_WITHIN.
+RESUME_AFTER = dt.timedelta(seconds=60)
+RESUME_WITHIN = dt.timedelta(minutes=15)
+_STRANDED = (
+    select(_REQUESTS.c.id, _REQUESTS.c.trigger, _REQUESTS.c.kind, _REQUESTS.c.identity,
+           _REQUESTS.c.nas, _REQUESTS.c.nas_address, _REQUESTS.c.acct_session_id,
+           _SESSIONS.c.user_name, _SESSIONS.c.mac, _NAS.c.secret, _NAS.c.vendor)
+    .outerjoin(_SESSIONS, (_SESSIONS.c.nas == _REQUESTS.c.nas)
+               & (_SESSIONS.c.acct_session_id == _REQUESTS.c.acct_session_id)
+               & (_SESSIONS.c.status == "active"))
+    .outerjoin(_NAS, (_NAS.c.name == _REQUESTS.c.nas) & _SESSIONS.c.id.is_not(None))
+    .where(_REQUESTS.c.status == "pending", _REQUESTS.c.created_at < bindparam("older"),
+           _REQUESTS.c.created_at >= bindparam("newer"))
+    .order_by(_REQUESTS.c.id).limit(ENFORCE_BATCH))
+_ABANDON = update(_REQUESTS).where(_REQUESTS.c.id.in_(bindparam("ids", expanding=True))
+                                   ).values(status="abandoned")
 
 
 def affected(event_type: str, payload: dict[str, Any]) -> tuple[str, list[str]]:
@@ -120,6 +174,17 @@ def affected(event_type: str, payload: dict[str, Any]) -> tuple[str, list[str]]:
 
 
 class Enforcer:
+    """Follows the outbox from a cursor every node shares (``settings``, key
+    :data:`CURSOR_KEY`), so that each enforced event is acted on once, by one node, and
+    an event written while no node was running is acted on when one starts.
+
+    Claiming is one write transaction: the cursor row is locked, the events after it are
+    read, one ``pending`` ``coa_requests`` row per live session is written with its
+    audit record, and the cursor moves on. The requests are sent after the commit; a
+    node that dies before their answers leaves them ``pending``, and a node starting
+    later sends them again (:meth:`resume`).
+    """
+
     def __init__(self, db: Database, sender: Sender,
                  clock: Callable[[], dt.datetime],
                  prepare: Callable[[], Awaitable[object]] | None = None) -> None:
@@ -129,10 +194,21 @@ class Enforcer:
         #: Run before acting on new events, so that what the NAS's re-authentication
         #: will ask (segment map, quarantine, grants) is already in this node's memory.
         self.prepare = prepare
+        #: The newest outbox id this node has looked past (node-local, for the cheap read).
         self._last_event: int | None = None
 
     async def start(self) -> None:
-        self._last_event = await self.db.run_read(queries.newest_event)
+        """Read the shared cursor; on a database that has none, start it at the newest
+        event (history before the first start is not enforced)."""
+        def open_cursor(conn: Connection) -> int:
+            cursor = conn.execute(_CURSOR).scalar()
+            if cursor is not None:
+                return int(cursor)
+            newest = queries.newest_event(conn)
+            conn.execute(_NEW_CURSOR, {"value": str(newest)})
+            return newest
+
+        self._last_event = await self.db.run_write(open_cursor)
 
     async def check(self) -> int:
         """Handle new outbox events; returns how many requests were sent."""
@@ -140,100 +216,171 @@ class Enforcer:
             await self.start()
         last = self._last_event or 0
 
-        def look(conn: Connection) -> tuple[int, Sequence[Any]]:
+        def look(conn: Connection) -> tuple[int, bool]:
             # Asked twice a second on every node: the newest id first (by primary key),
             # the enforced events only when there is anything new.
             newest = queries.newest_event(conn)
             if newest <= last:
-                return newest, ()
-            return newest, conn.execute(_ENFORCED_AFTER, {"after": last}).all()
+                return newest, False
+            return newest, conn.execute(_ENFORCED_AFTER, {"after": last}).first() is not None
 
-        newest, events = await self.db.run_read(look)
-        sent = 0
-        if events and self.prepare is not None:
+        newest, due = await self.db.run_read(look)
+        if not due:
+            self._last_event = max(last, newest)
+            return 0
+        claimed, upto = await self.db.run_write(lambda conn: self._claim(conn, self.clock()))
+        self._last_event = max(last, upto)
+        if not claimed:
+            return 0  # another node claimed them
+        if self.prepare is not None:
             await self.prepare()
+        sent = 0
+        for trigger, targets in claimed:
+            sent += await self._send(targets, trigger)
+        return sent
+
+    def _claim(self, conn: Connection, now: dt.datetime
+               ) -> tuple[list[tuple[str, list[SessionTarget]]], int]:
+        """Move the shared cursor past the enforced events after it, writing a pending
+        request per live session of the identities they affect (see the class)."""
+        cursor = conn.execute(_CURSOR_FOR_UPDATE).scalar()
+        after = int(cursor) if cursor is not None else 0
+        newest = queries.newest_event(conn)
+        events = conn.execute(_ENFORCED_AFTER, {"after": after}).all()
+        upto = events[-1][0] if len(events) >= ENFORCE_BATCH else newest
+        claimed: list[tuple[str, list[SessionTarget]]] = []
         for event_id, etype, payload in events:
             kind, identities = affected(etype, payload)
             if identities:
-                sent += await self.enforce(identities, kind, f"{etype}#{event_id}")
-            self._last_event = event_id
-        if len(events) < 1000:
-            self._last_event = max(self._last_event or 0, newest)
-        return sent
+                trigger = f"{etype}#{event_id}"
+                targets = self._requests(conn, identities, kind, trigger, now)
+                if targets:
+                    claimed.append((trigger, targets))
+        if cursor is None:
+            conn.execute(_NEW_CURSOR, {"value": str(upto)})
+        else:
+            conn.execute(_MOVE_CURSOR, {"value": str(upto)})
+        return claimed, upto
 
-    async def enforce(self, identities: Iterable[str], kind: str, trigger: str) -> int:
-        now = self.clock()
+    def _requests(self, conn: Connection, identities: Iterable[str], kind: str, trigger: str,
+                  now: dt.datetime) -> list[SessionTarget]:
+        """A pending request per live session of ``identities``, audited per identity."""
         targets: list[SessionTarget] = []
         wanted = sorted(set(identities))
-        async with self.db.transaction() as s:
-            for start in range(0, len(wanted), 500):
-                rows = (await s.execute(
-                    select(RadiusSession, NasClient.secret, NasClient.vendor,
-                           NasClient.address)
-                    .join(NasClient, NasClient.name == RadiusSession.nas)
-                    .where(RadiusSession.status == "active",
-                           RadiusSession.identity.in_(wanted[start : start + 500])))).all()
-                for sess, secret, vendor, nas_net in rows:
-                    if len(targets) >= MAX_SESSIONS_PER_EVENT:
-                        log.warning("coa.too_many_sessions", trigger=trigger)
-                        break
-                    how = "coa" if kind == "coa" and vendor in REAUTH_VENDORS else "disconnect"
-                    address = sess.nas_address or nas_net.split("/")[0]
-                    req = CoaRequest(created_at=now, trigger=trigger, identity=sess.identity,
-                                     nas=sess.nas, nas_address=address,
-                                     acct_session_id=sess.acct_session_id, kind=how,
-                                     status="pending", attempts=0)
-                    s.add(req)
-                    await s.flush()
-                    targets.append(SessionTarget(req.id, how, sess.identity, sess.nas, address,
-                                                 secret.encode(), vendor, sess.acct_session_id,
-                                                 sess.user_name, sess.mac))
-            # Every enforcement is audited, traced back to the identity's human owner.
-            touched: dict[str, list[str]] = {}
-            for t in targets:
-                touched.setdefault(t.identity, []).append(f"{t.nas}/{t.acct_session_id}")
-            owners = await _owners(s, list(touched))
-            for ident, sessions in sorted(touched.items()):
-                await audit.append(s, actor="enforcer", action="coa.enforce", target=ident,
-                                   before=None, after={"trigger": trigger, "kind": kind,
-                                                       "sessions": sessions,
-                                                       "owner": owners.get(ident)}, now=now)
+        for start in range(0, len(wanted), 500):
+            for row in conn.execute(_LIVE_SESSIONS, {"refs": wanted[start : start + 500]}):
+                if len(targets) >= MAX_SESSIONS_PER_EVENT:
+                    log.warning("coa.too_many_sessions", trigger=trigger)
+                    break
+                how = "coa" if kind == "coa" and row.vendor in REAUTH_VENDORS else "disconnect"
+                address = row.nas_address or row.nas_net.split("/")[0]
+                request_id = conn.execute(_INSERT_REQUEST, {
+                    "created_at": now, "trigger": trigger, "identity": row.identity,
+                    "nas": row.nas, "nas_address": address,
+                    "acct_session_id": row.acct_session_id, "kind": how,
+                    "status": "pending", "attempts": 0}).scalar_one()
+                targets.append(SessionTarget(request_id, how, row.identity, row.nas, address,
+                                             row.secret.encode(), row.vendor,
+                                             row.acct_session_id, row.user_name, row.mac))
+        # Every enforcement is audited, traced back to the identity's human owner.
+        touched: dict[str, list[str]] = {}
+        for t in targets:
+            touched.setdefault(t.identity, []).append(f"{t.nas}/{t.acct_session_id}")
+        owners = _owners(conn, list(touched))
+        audit.append_many_sync(conn, [
+            ("enforcer", "coa.enforce", ident, None,
+             {"trigger": trigger, "kind": kind, "sessions": sessions,
+              "owner": owners.get(ident)})
+            for ident, sessions in sorted(touched.items())], now)
+        return targets
+
+    async def enforce(self, identities: Iterable[str], kind: str, trigger: str) -> int:
+        """Act on ``identities`` now (not from the outbox); returns the requests sent."""
+        targets = await self.db.run_write(
+            lambda conn: self._requests(conn, identities, kind, trigger, self.clock()))
+        if targets and self.prepare is not None:
+            await self.prepare()
+        return await self._send(targets, trigger)
+
+    async def resume(self, now: dt.datetime | None = None) -> int:
+        """Send again the requests a node wrote but never saw answered (it stopped
+        between the claim and the answers): ``pending`` for longer than
+        :data:`RESUME_AFTER` and younger than :data:`RESUME_WITHIN`, whose session is
+        still live. Requests whose session has ended meanwhile become ``abandoned``."""
+        at = now or self.clock()
+
+        def take(conn: Connection) -> list[tuple[str, SessionTarget]]:
+            rows = conn.execute(_STRANDED, {"older": at - RESUME_AFTER,
+                                            "newer": at - RESUME_WITHIN}).all()
+            live = [r for r in rows if r.secret is not None]
+            gone = [r.id for r in rows if r.secret is None]
+            if gone:
+                conn.execute(_ABANDON, {"ids": gone})
+            return [(r.trigger, SessionTarget(r.id, r.kind, r.identity, r.nas, r.nas_address,
+                                              r.secret.encode(), r.vendor, r.acct_session_id,
+                                              r.user_name, r.mac)) for r in live]
+
+        stranded = await self.db.run_write(take)
+        if not stranded:
+            return 0
+        log.warning("coa.resume", requests=len(stranded))
+        if self.prepare is not None:
+            await self.prepare()
+        by_trigger: dict[str, list[SessionTarget]] = {}
+        for trigger, target in stranded:
+            by_trigger.setdefault(trigger, []).append(target)
+        return sum([await self._send(targets, trigger)
+                    for trigger, targets in by_trigger.items()])
+
+    async def _send(self, targets: Sequence[SessionTarget], trigger: str) -> int:
+        """Send, then record each answer and announce it (``coa.result``)."""
         if not targets:
             return 0
         outcomes = await self.sender(targets)
         done = self.clock()
-        async with self.db.transaction() as s:
-            for o in outcomes:
-                stored = await s.get(CoaRequest, o.request_id)
-                if stored is None:
-                    continue
-                req = stored
-                req.status, req.error_cause, req.attempts = o.status, o.error_cause, o.attempts
-                req.rtt_ms = o.rtt_ms
-                req.answered_at = done if o.status in ("acked", "naked") else None
-                add_event(s, "coa.result", {"identity": req.identity, "nas": req.nas,
-                                            "session": req.acct_session_id, "kind": req.kind,
-                                            "status": o.status, "error_cause": o.error_cause,
-                                            "trigger": trigger}, done)
+        by_id = {t.request_id: t for t in targets}
+
+        def record(conn: Connection) -> None:
+            conn.execute(_ANSWERED, [
+                {"rid": o.request_id, "status": o.status, "error_cause": o.error_cause,
+                 "attempts": o.attempts, "rtt_ms": o.rtt_ms,
+                 "answered_at": done if o.status in ("acked", "naked") else None}
+                for o in outcomes])
+            conn.execute(_INSERT_EVENT, [
+                {"event_id": str(uuid.uuid4()), "type": "coa.result", "at": done,
+                 "published_at": None, "payload": {
+                     "identity": t.identity, "nas": t.nas, "session": t.acct_session_id,
+                     "kind": t.kind, "status": o.status, "error_cause": o.error_cause,
+                     "trigger": trigger}}
+                for o in outcomes if (t := by_id.get(o.request_id)) is not None])
+
+        if outcomes:
+            await self.db.run_write(record)
         return len(targets)
 
     async def run(self) -> None:
+        resumed = False
+        started = time.monotonic()
+        try:
+            await self.resume()
+        except Exception:  # noqa: BLE001 - resumed again a minute later
+            log.warning("coa.resume_failed", exc_info=True)
         while True:
             await asyncio.sleep(ENFORCE_POLL_SECONDS)
             try:
                 await self.check()
+                # Requests that were too young to resume at start are old enough now.
+                if not resumed and time.monotonic() - started > RESUME_AFTER.total_seconds():
+                    resumed = True
+                    await self.resume()
             except Exception:  # noqa: BLE001 - keep enforcing after a failure
                 log.warning("coa.enforce_failed", exc_info=True)
 
 
-async def _owners(s: Any, refs: list[str]) -> dict[str, str]:
+def _owners(conn: Connection, refs: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for start in range(0, len(refs), 500):
-        chunk = refs[start : start + 500]
-        for kind, name, email in (await s.execute(
-                select(Identity.kind, Identity.name, Owner.email)
-                .join(Owner, Owner.id == Identity.owner_id)
-                .where((Identity.kind + "/" + Identity.name).in_(chunk)))).all():
+        for kind, name, email in conn.execute(_OWNERS_OF, {"refs": refs[start : start + 500]}):
             found[f"{kind}/{name}"] = email
     return found
 

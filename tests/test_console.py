@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import ClientSession, CookieJar
@@ -28,6 +29,16 @@ ARTIFACTS = Path(os.environ.get("NHI_TEST_ARTIFACTS",
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
+
+
+def _browser() -> tuple[str, Any]:
+    """Debian's chromium and Playwright's async API, or skip/fail saying which is missing."""
+    chromium = require_tool("chromium", "chromium")
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        missing("playwright not installed (pip install playwright)")
+    return chromium, async_playwright
 
 
 @pytest.fixture
@@ -120,11 +131,7 @@ async def test_login_rejects_bad_token_and_sets_safe_cookie(
 async def test_browser_flow_with_screenshots(
     server: str, seeded: dict[str, str], inventory: Inventory
 ) -> None:
-    chromium = require_tool("chromium", "chromium")
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        missing("playwright not installed (pip install playwright)")
+    chromium, async_playwright = _browser()
     ARTIFACTS.mkdir(exist_ok=True)
     backend = inventory.db.engine.dialect.name
     async with async_playwright() as pw:
@@ -186,12 +193,8 @@ async def test_segment_editor_in_browser(
     from nhi_nac.radius_service import RadiusNode
     from nhi_nac.segment_service import SegmentService, starter_map_text
 
-    chromium = require_tool("chromium", "chromium")
+    chromium, async_playwright = _browser()
     radclient = require_tool("radclient", "freeradius-utils")
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        missing("playwright not installed (pip install playwright)")
     svc = SegmentService(inventory)
     await svc.apply(starter_map_text(), "starter.yaml", author="t")
     await inventory.add_identity(NewIdentity.build(
@@ -300,3 +303,62 @@ async def test_live_admissions_stream_one_event_per_decision(
         resp.close()
     assert [(a["decision"], a["identity"], a["vlan"]) for a in shown] == [
         ("accept", "device/printer-3f-01", 120), ("reject", "device/printer-3f-01", None)]
+
+
+async def test_admin_revokes_certificates_from_the_identity_page(
+    seeded: dict[str, str], inventory: Inventory, tmp_path: Path
+) -> None:
+    import datetime as dt
+    import subprocess
+
+    import pki
+    from nhi_nac.bootstrap_tokens import create_bootstrap_token
+    from nhi_nac.ca_service import CaService
+    from nhi_nac.config import Config
+
+    chromium, async_playwright = _browser()
+    openssl = require_tool("openssl", "openssl")
+    (tmp_path / "data").mkdir()
+    ca = CaService(inventory, Config(data_dir=str(tmp_path / "data")))
+    ca.init_hierarchy(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
+    token, _ = await create_bootstrap_token(inventory, IdentityRef.parse("workload/billing"),
+                                            actor="t")
+    bundle = await ca.enroll(token, pki.new_enrollment("p256").csr_pem)
+    srv = TestServer(make_app(inventory, ca=ca), host="127.0.0.1", port=0)
+    await srv.start_server()
+    server = f"http://127.0.0.1:{srv.port}"
+    backend = inventory.db.engine.dialect.name
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            # An auditor sees the certificate but no way to revoke it.
+            aud = await browser.new_page()
+            await aud.goto(server + "/ui/login")
+            await aud.get_by_label("API token").fill(seeded["auditor"])
+            await aud.get_by_role("button", name="Log in").click()
+            await aud.goto(server + "/ui/identities/workload/billing")
+            assert await aud.get_by_text(bundle.serial).count() == 1
+            assert await aud.get_by_role("button", name="Revoke certificates").count() == 0
+            page = await (await browser.new_context()).new_page()
+            await page.goto(server + "/ui/login")
+            await page.get_by_label("API token").fill(seeded["admin"])
+            await page.get_by_role("button", name="Log in").click()
+            await page.goto(server + "/ui/identities/workload/billing")
+            page.on("dialog", lambda d: d.accept())
+            await page.get_by_label("reason (RFC 5280)").select_option("keyCompromise")
+            await page.get_by_role("button", name="Revoke certificates").click()
+            await page.wait_for_selector(f"text=revoked 1 certificate(s): {bundle.serial}")
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / f"ui-revoked-{backend}.png"),
+                                  full_page=True)
+            # Nothing left to revoke: the form is gone.
+            assert await page.get_by_role("button", name="Revoke certificates").count() == 0
+            await browser.close()
+    finally:
+        await srv.close()
+    # The published CRL, read by openssl, lists the serial with its reason.
+    der, _ = await ca.current_crl()
+    crl = subprocess.run([openssl, "crl", "-inform", "DER", "-noout", "-text"], input=der,
+                         capture_output=True, check=True).stdout.decode()
+    assert bundle.serial.upper().lstrip("0") in crl.replace(" ", "").upper()
+    assert "Key Compromise" in crl

@@ -25,8 +25,9 @@ import jinja2
 from aiohttp import web
 from sqlalchemy import delete, select
 
+import pki
 from nhi_nac import apitokens
-from nhi_nac.api.routes import GOVERNANCE, INVENTORY, SEGMENTS
+from nhi_nac.api.routes import CA, GOVERNANCE, INVENTORY, SEGMENTS
 from nhi_nac.apitokens import Principal, Role
 from nhi_nac.domain import IdentityKind, IdentityRef, parse_scope
 from nhi_nac.errors import NhiError, Unauthorized
@@ -250,10 +251,13 @@ async def identity(request: web.Request) -> web.Response:
                ("release", "Release from quarantine") if quarantined_at else
                ("quarantine", "Quarantine"),
                ("retire", "Retire")]
+    revocable = CA in request.app and any(c.type == "certificate" and c.status == "active"
+                                          for c in view.credentials)
     return render(request, "identity.html", v=view, findings=findings, actions=actions,
                   sessions=sessions, admissions=[_admission_json(a) for a in recent],
                   children=children, quarantined_at=quarantined_at,
-                  quarantine_reason=quarantine_reason, ceiling=ceiling, grants=grants)
+                  quarantine_reason=quarantine_reason, ceiling=ceiling, grants=grants,
+                  revocable=revocable, reasons=list(pki.REASONS))
 
 
 _STATUS_OF = {"suspend": "suspended", "reactivate": "active", "retire": "retired"}
@@ -262,7 +266,7 @@ _STATUS_OF = {"suspend": "suspended", "reactivate": "active", "retire": "retired
 async def identity_action(request: web.Request) -> web.Response:
     session = _admin(request)
     action = request.match_info["action"]
-    if action not in (*_STATUS_OF, "quarantine", "release"):
+    if action not in (*_STATUS_OF, "quarantine", "release", "revoke"):
         raise web.HTTPNotFound()
     ref = _ref(request)
     actor = f"ui:{session.principal.name}"
@@ -273,6 +277,15 @@ async def identity_action(request: web.Request) -> web.Response:
             msg = f"quarantined: {', '.join(done) or 'nothing new'}"
         elif action == "release":
             msg = f"released: {', '.join(await inventory.release(ref, actor=actor))}"
+        elif action == "revoke":
+            # Every active certificate of the identity and its descendants; the CRL is
+            # re-signed and the enforcer disconnects their sessions.
+            if CA not in request.app:
+                raise web.HTTPNotFound()
+            form = await request.post()
+            serials = await request.app[CA].revoke(
+                identity=ref, reason=str(form.get("reason") or "unspecified"), actor=actor)
+            msg = f"revoked {len(serials)} certificate(s): {', '.join(serials) or 'none active'}"
         else:
             await inventory.set_status(ref, _STATUS_OF[action], actor=actor)
             msg = f"{ref} is now {_STATUS_OF[action]}"
