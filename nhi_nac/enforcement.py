@@ -127,7 +127,7 @@ _LIVE_SESSIONS = (
     .where(_SESSIONS.c.status == "active",
            _SESSIONS.c.identity.in_(bindparam("refs", expanding=True)))
     .order_by(_SESSIONS.c.id))
-_INSERT_REQUEST = insert(_REQUESTS).returning(_REQUESTS.c.id)
+_INSERT_REQUESTS = insert(_REQUESTS).returning(_REQUESTS.c.id, sort_by_parameter_order=True)
 _ANSWERED = update(_REQUESTS).where(_REQUESTS.c.id == bindparam("rid")).values(
     status=bindparam("status"), error_cause=bindparam("error_cause"),
     attempts=bindparam("attempts"), rtt_ms=bindparam("rtt_ms"),
@@ -265,23 +265,25 @@ class Enforcer:
     def _requests(self, conn: Connection, identities: Iterable[str], kind: str, trigger: str,
                   now: dt.datetime) -> list[SessionTarget]:
         """A pending request per live session of ``identities``, audited per identity."""
-        targets: list[SessionTarget] = []
+        rows: list[Any] = []
         wanted = sorted(set(identities))
         for start in range(0, len(wanted), 500):
-            for row in conn.execute(_LIVE_SESSIONS, {"refs": wanted[start : start + 500]}):
-                if len(targets) >= MAX_SESSIONS_PER_EVENT:
-                    log.warning("coa.too_many_sessions", trigger=trigger)
-                    break
-                how = "coa" if kind == "coa" and row.vendor in REAUTH_VENDORS else "disconnect"
-                address = row.nas_address or row.nas_net.split("/")[0]
-                request_id = conn.execute(_INSERT_REQUEST, {
-                    "created_at": now, "trigger": trigger, "identity": row.identity,
-                    "nas": row.nas, "nas_address": address,
-                    "acct_session_id": row.acct_session_id, "kind": how,
-                    "status": "pending", "attempts": 0}).scalar_one()
-                targets.append(SessionTarget(request_id, how, row.identity, row.nas, address,
-                                             row.secret.encode(), row.vendor,
-                                             row.acct_session_id, row.user_name, row.mac))
+            rows.extend(conn.execute(_LIVE_SESSIONS, {"refs": wanted[start : start + 500]}))
+        if len(rows) > MAX_SESSIONS_PER_EVENT:
+            log.warning("coa.too_many_sessions", trigger=trigger, sessions=len(rows))
+            del rows[MAX_SESSIONS_PER_EVENT:]
+        planned = [("coa" if kind == "coa" and r.vendor in REAUTH_VENDORS else "disconnect",
+                    r.nas_address or r.nas_net.split("/")[0], r) for r in rows]
+        # One multi-row INSERT ... RETURNING, ids in the order of the parameters.
+        ids = conn.execute(_INSERT_REQUESTS, [
+            {"created_at": now, "trigger": trigger, "identity": r.identity, "nas": r.nas,
+             "nas_address": address, "acct_session_id": r.acct_session_id, "kind": how,
+             "status": "pending", "attempts": 0} for how, address, r in planned
+        ]).scalars().all() if planned else []
+        targets = [SessionTarget(request_id, how, r.identity, r.nas, address,
+                                 r.secret.encode(), r.vendor, r.acct_session_id, r.user_name,
+                                 r.mac)
+                   for request_id, (how, address, r) in zip(ids, planned, strict=True)]
         # Every enforcement is audited, traced back to the identity's human owner.
         touched: dict[str, list[str]] = {}
         for t in targets:
