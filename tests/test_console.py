@@ -238,6 +238,16 @@ async def test_segment_editor_in_browser(
             problem = page.locator(f"#problems li[data-line='{bad_line}']")
             await problem.wait_for()
             assert "VLAN 5000" in await problem.inner_text()
+            # Pinned to its line: marked in the gutter beside it, and its link puts the
+            # caret on that line of the editor.
+            gutter = page.locator(f"#map-gutter span[data-line='{bad_line}']")
+            assert await gutter.get_attribute("class") == "mark-error"
+            assert await page.locator("#map-gutter span.mark-error").count() == 1
+            await problem.get_by_role("link").click()
+            caret_line = await editor.evaluate(
+                "e => e.value.slice(0, e.selectionStart).split('\\n').length")
+            assert caret_line == bad_line
+            assert await editor.evaluate("e => document.activeElement === e")
             await page.screenshot(path=str(ARTIFACTS / f"ui-segments-error-{backend}.png"),
                                   full_page=True)
             await editor.fill(text.replace("vlan: 120", "vlan: 121", 1))

@@ -378,10 +378,17 @@ async def _segments_page(request: web.Request, *, text: str | None = None,
     await svc.refresh()
     current = await svc.current_text()
     m = svc.map
+    shown = text if text is not None else (current[1] if current else "")
+    # The gutter beside the editor: one number per line, problem lines marked (an error
+    # outranks a warning on the same line).
+    marks: dict[int, str] = {}
+    for p in problems or []:
+        if marks.get(p["line"]) != "error":
+            marks[p["line"]] = p["severity"]
     return render(
         request, "segments.html", status=status, error=error,
-        version=current[0] if current else None,
-        text=text if text is not None else (current[1] if current else ""),
+        version=current[0] if current else None, text=shown,
+        gutter=[(n, marks.get(n)) for n in range(1, shown.count("\n") + 2)],
         segment_rows=m.segments if m else (), rule_rows=m.rules if m else (),
         fallback=(m.fallback.segment or "reject") if m else "",
         counts=await svc.identities_per_segment(), history=await svc.history(),
