@@ -768,6 +768,7 @@ class _Candidate:
     profile: str
     dns_names: tuple[str, ...]
     csr: pki.ParsedCsr
+    parent_id: int | None
 
     @property
     def key_fingerprint(self) -> str:
@@ -783,7 +784,8 @@ _ENROLL_TOKENS = (
     select(EnrollmentToken.id.label("token_id"), EnrollmentToken.token_hash,
            EnrollmentToken.expires_at, EnrollmentToken.used_at,
            Identity.id.label("identity_id"), Identity.kind, Identity.name, Identity.status,
-           Identity.scope, Owner.status.label("owner_status"), Owner.email.label("owner"))
+           Identity.scope, Identity.parent_id, Owner.status.label("owner_status"),
+           Owner.email.label("owner"))
     .join(Identity, Identity.id == EnrollmentToken.identity_id)
     .join(Owner, Owner.id == Identity.owner_id)
     .where(EnrollmentToken.token_hash.in_(bindparam("hashes", expanding=True)))
@@ -879,7 +881,8 @@ def _admit(p: _PendingEnrollment, row: Any, now: dt.datetime) -> _Candidate:
         raise InvalidInput(f"CSR refused: {exc}") from None
     dns = tuple(v for k, v in (row.scope or {}).items()
                 if k == DNS_SCOPE_KEY or k.startswith(DNS_SCOPE_KEY + "."))
-    return _Candidate(p, row.token_id, row.identity_id, row.kind, row.name, profile, dns, csr)
+    return _Candidate(p, row.token_id, row.identity_id, row.kind, row.name, profile, dns, csr,
+                      row.parent_id)
 
 
 def child_validity(profile: str, requested: dt.timedelta | None, parent: str,
@@ -926,7 +929,9 @@ def _read_batch(conn: Connection, batch: Sequence[_PendingEnrollment], now: dt.d
         except NhiError as exc:
             p.done.set_exception(exc)
     holders = _key_holders(conn, sorted({c.key_fingerprint for c in candidates}))
-    parents = _parent_certificates(conn, [c.identity_id for c in candidates])
+    # Most identities have no parent: then no third read.
+    parents = _parent_certificates(conn, [c.identity_id for c in candidates
+                                          if c.parent_id is not None])
     return candidates, holders, parents
 
 
