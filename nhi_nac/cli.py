@@ -701,9 +701,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--token", help="bootstrap token (not with --renew)")
     e.add_argument("--out", required=True, help="directory for key.pem, cert.pem, ...")
     e.add_argument("--renew", action="store_true", help="renew with the current certificate")
-    e.add_argument("--loop", action="store_true", help="keep renewing at 2/3 of the lifetime")
+    e.add_argument("--loop", action="store_true", help="keep renewing, by 2/3 of each lifetime")
     e.add_argument("--if-due", action="store_true",
-                   help="with --renew: only when 2/3 of the lifetime has passed")
+                   help="with --renew: only once the renewal time (60-67%% of the "
+                        "lifetime) has come")
     e.add_argument("--key-type", default="p256", choices=["p256", "p384", "ed25519",
                                                           "rsa3072"])
     e.add_argument("--validity", help="requested lifetime, e.g. 24h (within the profile)")

@@ -2,17 +2,20 @@
 
 The key is generated here and never leaves the host; the server sees only the CSR
 (or, for renewal, a request signed with the current key). Files are written atomically
-by :func:`pki.write_credentials`. ``--loop`` renews at two thirds of each lifetime.
+by :func:`pki.write_credentials`. ``--loop`` renews between 60% and two thirds of each
+lifetime (``pki.renewal_time``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +104,7 @@ def _store(out: str, key: pki.PrivateKey, bundle: dict[str, Any]) -> None:
 
 
 def renewal_due(out: str) -> bool:
-    """True when the certificate in ``out`` is two thirds through its life (or unreadable)."""
+    """True when the certificate in ``out`` has reached its renewal time (or is unreadable)."""
     try:
         _, cert = pki.read_credentials(out)
     except (OSError, pki.PkiError, ValueError):
@@ -110,8 +113,10 @@ def renewal_due(out: str) -> bool:
 
 
 def renew_loop(server: str, out: str, ca_file: str | None, max_rounds: int | None = None,
-               sleep: Any = time.sleep) -> None:
-    """Renew at two thirds of each lifetime, forever (or ``max_rounds`` times)."""
+               sleep: Any = time.sleep, rand: Callable[[], float] = random.random) -> None:
+    """Renew at each certificate's renewal time, forever (or ``max_rounds`` times). A
+    failed renewal is retried after a growing delay, each drawn at random from its upper
+    half, so that clients which lost the CA together do not return together."""
     rounds, failures = 0, 0
     while max_rounds is None or rounds < max_rounds:
         _, cert = pki.read_credentials(Path(out))
@@ -123,7 +128,8 @@ def renew_loop(server: str, out: str, ca_file: str | None, max_rounds: int | Non
             failures = 0
             rounds += 1
         except NhiError as exc:
-            delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+            ceiling = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+            delay = round(ceiling * (0.5 + rand() / 2), 1)
             print(f"nhi-nac enroll: {exc.message}; retrying in {delay}s", flush=True)
             failures += 1
             sleep(delay)

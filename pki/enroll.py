@@ -60,8 +60,13 @@ RENEWAL_PROOF_MAX_AGE = timedelta(minutes=5)
 RENEWAL_CLOCK_SKEW = timedelta(minutes=1)
 #: A proof holds one CSR; anything larger is not a proof.
 MAX_RENEWAL_PROOF_BYTES = 32 * 1024
-#: Renew once this fraction of the lifetime has passed.
+#: Renew by the time this fraction of the lifetime has passed ...
 RENEWAL_FRACTION = 2 / 3
+#: ... and no earlier than this much (a fraction of the lifetime) before it. Where in
+#: that window comes from the certificate's random serial, so a fleet enrolled together
+#: (a rack booting) does not come back to the CA in the same second, and one
+#: certificate's renewal time is the same every time it is asked (the timer's --if-due).
+RENEWAL_JITTER = 1 / 15
 
 
 @dataclass(frozen=True)
@@ -165,9 +170,12 @@ def read_credentials(directory: str | Path) -> tuple[PrivateKey, x509.Certificat
 
 
 def renewal_time(certificate: x509.Certificate) -> datetime:
-    """When to renew: two thirds into the certificate's lifetime."""
+    """When to renew: between 60% and two thirds into the certificate's lifetime, at a
+    point its serial picks (see ``RENEWAL_JITTER``)."""
     start = certificate.not_valid_before_utc
-    return start + (certificate.not_valid_after_utc - start) * RENEWAL_FRACTION
+    spread = (certificate.serial_number % 65_536) / 65_536
+    fraction = RENEWAL_FRACTION - RENEWAL_JITTER * spread
+    return start + (certificate.not_valid_after_utc - start) * fraction
 
 
 def _stage(directory: Path, name: str, data: bytes, mode: int) -> str:

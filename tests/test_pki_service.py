@@ -211,7 +211,7 @@ def test_renew_if_due_leaves_a_fresh_certificate(service: Service, tmp_path: Pat
     assert (out / "cert.pem").read_bytes() == before
 
 
-def test_renew_loop_renews_at_two_thirds(service: Service, tmp_path: Path) -> None:
+def test_renew_loop_renews_by_two_thirds(service: Service, tmp_path: Path) -> None:
     from nhi_nac.enroll_client import renew_loop
 
     token = service.cli("token", "create", "workload/billing").strip()
@@ -227,9 +227,47 @@ def test_renew_loop_renews_at_two_thirds(service: Service, tmp_path: Path) -> No
     renew_loop(f"http://127.0.0.1:{service.api}", str(out), None, max_rounds=2,
                sleep=fake_clock_sleep)
     serials.append((out / "cert.pem").read_bytes())
-    # First wait: two thirds of 3 h, minus the seconds already elapsed.
-    assert 2 * 3600 - 60 < waits[0] <= 2 * 3600
+    # First wait: the certificate's renewal time, between 60% and two thirds of 3 h,
+    # minus the seconds already elapsed.
+    assert 0.6 * 3 * 3600 - 60 < waits[0] <= 2 * 3600
     assert len(set(serials)) == 2
     certs = json.loads(service.cli("--json", "cert", "list", "--identity", "workload/billing"))
     assert len(certs) == 3
 
+
+
+def test_renew_loop_backs_off_with_jitter_while_the_ca_is_down(
+        service: Service, tmp_path: Path) -> None:
+    import socket
+
+    from nhi_nac.enroll_client import RETRY_SECONDS, renew_loop
+
+    token = service.cli("token", "create", "workload/billing").strip()
+    out = tmp_path / "creds"
+    assert enroll(service, token, out, "--validity", "3h").returncode == 0
+    with socket.socket() as s:  # a loopback port with nothing listening: the CA is down
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    waits: list[float] = []
+
+    class Enough(Exception):
+        pass
+
+    def fake_clock_sleep(seconds: float) -> None:
+        """Stands in for time.sleep: record the wait (the clock does not move, so each
+        round waits for the renewal time again, then for the retry); stop after six."""
+        waits.append(seconds)
+        if len(waits) == 12:
+            raise Enough
+
+    draws = iter([0.0, 1.0, 0.5, 0.25, 0.75, 0.9])
+    with pytest.raises(Enough):
+        renew_loop(f"http://127.0.0.1:{dead}", str(out), None, sleep=fake_clock_sleep,
+                   rand=lambda: next(draws))
+    assert all(w > 3600 for w in waits[0::2])  # the renewal time, over an hour away
+    retries = waits[1::2]
+    ceilings = [RETRY_SECONDS[min(i, len(RETRY_SECONDS) - 1)] for i in range(len(retries))]
+    # Each retry waits a random point in the upper half of its growing ceiling.
+    assert retries == [round(c * (0.5 + d / 2), 1)
+                       for c, d in zip(ceilings, [0.0, 1.0, 0.5, 0.25, 0.75, 0.9], strict=True)]
+    assert all(c / 2 <= w <= c for c, w in zip(ceilings, retries, strict=True))

@@ -77,9 +77,21 @@ def test_write_refuses_certificate_for_another_key(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_renewal_time_is_two_thirds(issuer: CertificateIssuer) -> None:
-    _, cert = enrolled(issuer)
-    assert renewal_time(cert) == NOW + timedelta(hours=16)
+def test_renewal_time_is_by_two_thirds_and_spread_over_a_fleet(
+        issuer: CertificateIssuer) -> None:
+    # A fleet enrolled in the same second (24 h certificates): each renews between 60%
+    # and two thirds of its life, at a point its serial picks, the same when asked again.
+    times = []
+    for _ in range(200):
+        _, cert = enrolled(issuer)
+        at = renewal_time(cert)
+        assert NOW + timedelta(hours=24 * 0.6) <= at <= NOW + timedelta(hours=16)
+        assert renewal_time(cert) == at
+        times.append(at)
+    # Spread over the whole window (96 minutes), not bunched: every 12-minute slice used.
+    slices = {int((t - (NOW + timedelta(hours=24 * 0.6))).total_seconds() // 720)
+              for t in times}
+    assert slices >= set(range(8))
 
 
 @pytest.mark.parametrize("key_type", [KeyType.P256, KeyType.P384, KeyType.ED25519, KeyType.RSA3072])
