@@ -28,6 +28,15 @@ HTTP_TIMEOUT = 30
 RETRY_SECONDS = (5, 15, 60, 300)
 
 
+class Refused(NhiError):
+    """The server answered and said no (a 4xx other than timeout or rate limit): asking
+    again with the same credentials will not help."""
+
+
+#: 4xx answers that are about the moment, not the request: retried.
+_TRANSIENT = frozenset({408, 425, 429})
+
+
 def _post(url: str, body: dict[str, Any], ca_file: str | None) -> dict[str, Any]:
     if not url.startswith(("https://", "http://")):
         raise NhiError(f"--server must be an http:// or https:// URL, not {url!r}")
@@ -51,7 +60,8 @@ def http_json(req: urllib.request.Request, ca_file: str | None, refused: str) ->
             detail = json.loads(exc.read()).get("detail", exc.reason)
         except (ValueError, AttributeError):
             detail = exc.reason
-        raise NhiError(f"{refused} ({exc.code}): {detail}") from None
+        error = Refused if 400 <= exc.code < 500 and exc.code not in _TRANSIENT else NhiError
+        raise error(f"{refused} ({exc.code}): {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise NhiError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
 
@@ -115,18 +125,27 @@ def renewal_due(out: str) -> bool:
 def renew_loop(server: str, out: str, ca_file: str | None, max_rounds: int | None = None,
                sleep: Any = time.sleep, rand: Callable[[], float] = random.random) -> None:
     """Renew at each certificate's renewal time, forever (or ``max_rounds`` times). A
-    failed renewal is retried after a growing delay, each drawn at random from its upper
-    half, so that clients which lost the CA together do not return together."""
+    renewal that could not reach the CA (or got a 5xx, 408 or 429) is retried after a
+    growing delay, each drawn at random from its upper half, so that clients which lost
+    the CA together do not return together. A refusal (revoked, expired, retired) and an
+    expired certificate end the loop with :class:`Refused`: retrying cannot help."""
     rounds, failures = 0, 0
     while max_rounds is None or rounds < max_rounds:
         _, cert = pki.read_credentials(Path(out))
-        wait = (pki.renewal_time(cert) - dt.datetime.now(dt.UTC)).total_seconds()
+        now = dt.datetime.now(dt.UTC)
+        if now >= cert.not_valid_after_utc:
+            raise Refused(f"the certificate in {out} expired at "
+                          f"{cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ} and cannot renew "
+                          "itself; enroll again with a bootstrap token")
+        wait = (pki.renewal_time(cert) - now).total_seconds()
         if wait > 0:
             sleep(wait)
         try:
             renew(server, out, ca_file=ca_file)
             failures = 0
             rounds += 1
+        except Refused:
+            raise  # revoked, expired, retired, owner departed: a person has to act
         except NhiError as exc:
             ceiling = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
             delay = round(ceiling * (0.5 + rand() / 2), 1)

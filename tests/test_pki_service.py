@@ -271,3 +271,22 @@ def test_renew_loop_backs_off_with_jitter_while_the_ca_is_down(
     assert retries == [round(c * (0.5 + d / 2), 1)
                        for c, d in zip(ceilings, [0.0, 1.0, 0.5, 0.25, 0.75, 0.9], strict=True)]
     assert all(c / 2 <= w <= c for c, w in zip(ceilings, retries, strict=True))
+
+
+def test_renew_loop_stops_with_the_reason_when_the_ca_refuses(
+        service: Service, tmp_path: Path) -> None:
+    from nhi_nac.enroll_client import Refused, renew_loop
+
+    token = service.cli("token", "create", "workload/billing").strip()
+    out = tmp_path / "creds"
+    assert enroll(service, token, out, "--validity", "3h").returncode == 0
+    service.cli("cert", "revoke", "--identity", "workload/billing", "--reason", "keyCompromise")
+    waits: list[float] = []
+
+    def fake_clock_sleep(seconds: float) -> None:
+        """Stands in for time.sleep: record the wait instead of waiting two hours."""
+        waits.append(seconds)
+
+    with pytest.raises(Refused, match="revoked"):
+        renew_loop(f"http://127.0.0.1:{service.api}", str(out), None, sleep=fake_clock_sleep)
+    assert len(waits) == 1  # the wait for the renewal time; no retry of a refusal
