@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import os
 import secrets
 import tempfile
@@ -146,6 +147,17 @@ class IssuedBundle:
 
 
 @dataclass(frozen=True)
+class PublishedCrl:
+    """The CRL as served: both encodings, its validity (for HTTP caching) and an ETag."""
+
+    der: bytes
+    pem: bytes
+    this_update: dt.datetime
+    next_update: dt.datetime
+    etag: str
+
+
+@dataclass(frozen=True)
 class CertificateView:
     serial: str
     identity: str
@@ -179,6 +191,7 @@ class CaService:
         self._revoked: dict[int, tuple[dt.datetime, ReasonFlags]] | None = None
         #: OCSP request DER (no nonce) -> (expires, response DER).
         self._ocsp_cache: dict[bytes, tuple[dt.datetime, bytes]] = {}
+        self._published: tuple[tuple[int, int, int], PublishedCrl] | None = None
         self._crl_lock = asyncio.Lock()
 
     # -- material ------------------------------------------------------------------
@@ -616,14 +629,28 @@ class CaService:
             _write(self.dir / "crl.pem", crl.pem)
         return crl, revoked
 
-    async def current_crl(self) -> tuple[bytes, bytes]:
+    async def current_crl(self) -> PublishedCrl:
         """The newest CRL on disk (any process sharing the data directory may have
-        re-signed it, e.g. ``nhi-nac cert revoke``); one is published if none exists."""
-        der, pem = self.dir / "crl.der", self.dir / "crl.pem"
-        if not der.exists():  # noqa: ASYNC240 - one stat, small files
-            crl = await self.publish_crl()
-            return crl.der, crl.pem
-        return der.read_bytes(), pem.read_bytes()  # noqa: ASYNC240
+        re-signed it, e.g. ``nhi-nac cert revoke``); one is published if none exists.
+        Read again only when the file changes (a CRL of 100,000 entries is 3.6 MB)."""
+        der_path = self.dir / "crl.der"
+        try:
+            stat = der_path.stat()  # noqa: ASYNC240 - one stat
+        except FileNotFoundError:
+            await self.publish_crl()
+            stat = der_path.stat()  # noqa: ASYNC240
+        key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        cached = self._published
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        der = der_path.read_bytes()  # noqa: ASYNC240 - on change only
+        pem = (self.dir / "crl.pem").read_bytes()  # noqa: ASYNC240
+        parsed = x509.load_der_x509_crl(der)
+        next_update = parsed.next_update_utc or parsed.last_update_utc
+        published = PublishedCrl(der, pem, parsed.last_update_utc, next_update,
+                                 '"' + hashlib.sha256(der).hexdigest()[:32] + '"')
+        self._published = (key, published)
+        return published
 
     async def refresh(self) -> None:
         """Scheduled: re-sign the CRL before nextUpdate, or after a revocation elsewhere."""

@@ -8,6 +8,7 @@ against the HTTP responder) and in RADIUS (the next EAP-TLS is rejected).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import time
@@ -290,3 +291,68 @@ def test_renew_loop_stops_with_the_reason_when_the_ca_refuses(
     with pytest.raises(Refused, match="revoked"):
         renew_loop(f"http://127.0.0.1:{service.api}", str(out), None, sleep=fake_clock_sleep)
     assert len(waits) == 1  # the wait for the renewal time; no retry of a refusal
+
+
+def _get(svc: Service, path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", svc.api, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+def test_crl_and_ocsp_get_carry_http_caching_headers(service: Service, tmp_path: Path) -> None:
+    import base64
+    import email.utils
+    import urllib.parse
+
+    token = service.cli("token", "create", "workload/billing").strip()
+    out = tmp_path / "creds"
+    assert enroll(service, token, out).returncode == 0
+    # The CRL: valid until its nextUpdate, and a conditional GET that holds it gets 304.
+    status, h, der = _get(service, "/pki/v1/crl")
+    assert status == 200 and h["content-type"] == "application/pkix-crl"
+    text = subprocess.run([require_tool("openssl", "openssl"), "crl", "-inform", "DER",
+                           "-noout", "-lastupdate", "-nextupdate"], input=der,
+                          capture_output=True, check=True).stdout.decode()
+    last = dt.datetime.strptime(text.split("lastUpdate=")[1].split("\n")[0],
+                                "%b %d %H:%M:%S %Y %Z").replace(tzinfo=dt.UTC)
+    nxt = dt.datetime.strptime(text.split("nextUpdate=")[1].split("\n")[0],
+                               "%b %d %H:%M:%S %Y %Z").replace(tzinfo=dt.UTC)
+    assert email.utils.parsedate_to_datetime(h["last-modified"]) == last
+    assert email.utils.parsedate_to_datetime(h["expires"]) == nxt
+    max_age = int(h["cache-control"].split("max-age=")[1].split(",")[0])
+    assert (nxt - dt.datetime.now(dt.UTC)).total_seconds() - 60 < max_age
+    assert "must-revalidate" in h["cache-control"]
+    assert _get(service, "/pki/v1/crl", **{"If-None-Match": h["etag"]})[0] == 304
+    assert _get(service, "/pki/v1/crl", **{"If-Modified-Since": h["last-modified"]})[0] == 304
+    # A revocation re-signs it: the old ETag no longer matches, the new CRL lists the serial.
+    serial = json.loads(service.cli("--json", "cert", "list"))[0]["serial"]
+    service.cli("cert", "revoke", serial, "--reason", "superseded")
+    status, h2, der2 = _get(service, "/pki/v1/crl", **{"If-None-Match": h["etag"]})
+    assert status == 200 and h2["etag"] != h["etag"]
+    listed = subprocess.run([require_tool("openssl", "openssl"), "crl", "-inform", "DER",
+                             "-noout", "-text"], input=der2, capture_output=True,
+                            check=True).stdout.decode()
+    assert serial.upper() in listed.replace(":", "").replace(" ", "").upper()
+    # OCSP over GET, without a nonce: cacheable until its nextUpdate, 304 when held.
+    chain = (out / "chain.pem").read_text()
+    issuer = tmp_path / "issuer.pem"
+    issuer.write_text(chain.split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
+    req = tmp_path / "req.der"
+    made = openssl("ocsp", "-issuer", str(issuer), "-cert", str(out / "cert.pem"), "-no_nonce",
+                   "-reqout", str(req))
+    assert made.returncode == 0, made.stderr
+    path = "/pki/v1/ocsp/" + urllib.parse.quote(base64.b64encode(req.read_bytes()).decode(),
+                                                safe="")
+    status, h3, resp = _get(service, path)
+    assert status == 200 and h3["content-type"] == "application/ocsp-response"
+    assert "max-age=" in h3["cache-control"] and "public" in h3["cache-control"]
+    (tmp_path / "resp.der").write_bytes(resp)
+    shown = openssl("ocsp", "-respin", str(tmp_path / "resp.der"), "-resp_text", "-noverify")
+    assert "Cert Status: revoked" in shown.stdout
+    assert _get(service, path, **{"If-None-Match": h3["etag"]})[0] == 304
