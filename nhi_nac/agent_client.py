@@ -17,7 +17,7 @@ from typing import Any
 
 import pki
 from nhi_nac.agent_auth import sign_request
-from nhi_nac.enroll_client import http_json
+from nhi_nac.enroll_client import http_json, trusted_root
 from nhi_nac.errors import NhiError
 
 
@@ -36,7 +36,7 @@ def call(server: str, directory: str, method: str, path: str,
     req = urllib.request.Request(  # noqa: S310 - scheme checked above
         url, data=raw if body is not None else None, method=method,
         headers={"Content-Type": "application/json", "Authorization": header})
-    return http_json(req, ca_file, "refused")
+    return http_json(req, trusted_root(directory, ca_file), "refused")
 
 
 def request_grant(server: str, directory: str, label: str, duration: str,

@@ -10,6 +10,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
@@ -20,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from nhi_nac.agents import AgentService
 from nhi_nac.api.server import make_app
-from nhi_nac.ca_service import CaService
+from nhi_nac.ca_service import API_TLS_DIR, CaService
 from nhi_nac.coa.sender import CoaSender
 from nhi_nac.config import Config
 from nhi_nac.enforcement import Enforcer, coa_sender
@@ -116,13 +117,68 @@ async def _keep_segments_fresh(service: SegmentService, radius: RadiusNode | Non
 CA_REFRESH_SECONDS = 2.0
 
 
-async def _keep_ca_fresh(ca: CaService) -> None:
+async def _keep_ca_fresh(ca: CaService, tls: ssl.SSLContext | None = None,
+                         reissue: bool = False) -> None:
+    """Follow revocations made elsewhere. With HTTPS, check hourly: the main process
+    re-issues the service's own certificate when due (``reissue``), and every process
+    serves a changed certificate file to new connections."""
+    loop = asyncio.get_running_loop()
+    checked, loaded = loop.time(), _api_certificate_mtime(ca.config)
     while True:
         await asyncio.sleep(CA_REFRESH_SECONDS)
         try:
             await ca.refresh()
         except Exception:  # noqa: BLE001 - the published CRL stays until the next try
             log.warning("ca.refresh_failed", exc_info=True)
+        if tls is None or loop.time() - checked < TLS_CHECK_SECONDS:
+            continue
+        checked = loop.time()
+        try:
+            if reissue and not ca.config.api.tls_cert:
+                ca.issue_service_certificates(utcnow())
+            if (mtime := _api_certificate_mtime(ca.config)) != loaded:
+                _load_api_certificate(tls, ca.config)
+                loaded = mtime
+                log.info("api.tls_reloaded")
+        except Exception:  # noqa: BLE001 - the current certificate stays until the next try
+            log.warning("api.tls_reload_failed", exc_info=True)
+
+
+#: Seconds between checks whether the service's own HTTPS certificate is due.
+TLS_CHECK_SECONDS = 3600.0
+
+
+def api_tls_context(config: Config) -> ssl.SSLContext | None:
+    """The API's HTTPS server context (TLS 1.2 or newer), or None for plain HTTP."""
+    if not config.api_tls:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    _load_api_certificate(context, config)
+    return context
+
+
+def _api_certificate_files(config: Config) -> tuple[str, str]:
+    if config.api.tls_cert:
+        return config.api.tls_cert, config.api.tls_key
+    folder = config.data_path / API_TLS_DIR
+    return str(folder / "server.pem"), str(folder / "server.key")
+
+
+def _api_certificate_mtime(config: Config) -> int | None:
+    try:
+        return os.stat(_api_certificate_files(config)[0]).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _load_api_certificate(context: ssl.SSLContext, config: Config) -> None:
+    cert, key = _api_certificate_files(config)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("api.tls_cert" if config.api.tls_cert else "api.tls_names",
+                          f"cannot load the HTTPS certificate {cert}: {exc}") from None
 
 
 #: Seconds between ends of expired grants, and between behavioural scans.
@@ -181,7 +237,9 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = config.api_host_port
-    site = web.TCPSite(runner, host, port, reuse_port=config.api.workers > 1 or None)
+    tls = api_tls_context(config)
+    site = web.TCPSite(runner, host, port, reuse_port=config.api.workers > 1 or None,
+                       ssl_context=tls)
     workers: list[BaseProcess] = []
     publisher = None
     if config.mqtt.url:
@@ -189,7 +247,8 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         services.relay.subscribe(publisher)
     relay_task = asyncio.create_task(services.relay.run())
     refresh_task = asyncio.create_task(_keep_segments_fresh(services.segments, radius))
-    ca_task = asyncio.create_task(_keep_ca_fresh(services.ca))
+    ca_task = asyncio.create_task(_keep_ca_fresh(services.ca, tls, reissue=True))
+
     async def prepare() -> None:
         # What a re-authentication after CoA will ask must be in memory first.
         changed = await services.segments.refresh()
@@ -307,11 +366,12 @@ async def _serve_api(config: Config, parent: int) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = config.api_host_port
+    tls = api_tls_context(config)
     tasks = [asyncio.create_task(_keep_segments_fresh(services.segments, None)),
-             asyncio.create_task(_keep_ca_fresh(services.ca)),
+             asyncio.create_task(_keep_ca_fresh(services.ca, tls)),
              asyncio.create_task(_watch_parent(parent, stop))]
     try:
-        await web.TCPSite(runner, host, port, reuse_port=True).start()
+        await web.TCPSite(runner, host, port, reuse_port=True, ssl_context=tls).start()
         await stop.wait()
     finally:
         for task in tasks:

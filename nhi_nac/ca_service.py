@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import ipaddress
 import os
 import secrets
 import tempfile
@@ -101,6 +102,9 @@ PROFILE_FOR_KIND = {"device": "device", "workload": "workload",
 DNS_SCOPE_KEY = "dns"
 SERVICE_KIND = "service"
 RADIUS_SERVER_NAME = "radius"
+API_SERVER_NAME = "api"
+#: Under data_dir: the HTTPS certificate (with its chain) and key the service issues itself.
+API_TLS_DIR = "api"
 OCSP_RESPONDER_NAME = "ocsp"
 #: Re-sign the CRL when less than this part of its validity is left.
 CRL_REFRESH_FRACTION = 0.5
@@ -224,7 +228,8 @@ class CaService:
             return self.config.api.public_url.rstrip("/")
         host, port = self.config.api_host_port
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{port}"
+        scheme = "https" if self.config.api_tls else "http"
+        return f"{scheme}://{host}:{port}"
 
     def init_hierarchy(self, now: dt.datetime, key_type: str | None = None,
                        trust_domain: str | None = None) -> list[str]:
@@ -338,6 +343,20 @@ class CaService:
             _write(radius / "ca.pem", issuer.ca.root_pem)
             _write(radius / "server.pem", cert.pem)
             done.append(f"RADIUS server certificate issued (until {cert.not_after:%Y-%m-%d})")
+        names = self.config.api.tls_names
+        api_cert = self.config.data_path / API_TLS_DIR / "server.pem"
+        wanted = {str(ipaddress.ip_address(n)) if _is_ip(n) else n for n in names}
+        if names and (force or _due(api_cert, now) or _san_names(api_cert) != wanted):
+            api_cert.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            key = pki.generate_private_key("p256")
+            addresses = [n for n in names if _is_ip(n)]
+            cert = issuer.issue(key.public_key(), SERVICE_KIND, API_SERVER_NAME, "api-server",
+                                now, dns_names=[n for n in names if not _is_ip(n)],
+                                ip_addresses=addresses)
+            _write(api_cert.parent / "server.key", pki.private_key_pem(key), 0o600)
+            _write(api_cert, cert.pem + issuer.ca.chain_pem)
+            done.append(f"HTTPS certificate for {', '.join(names)} issued "
+                        f"(until {cert.not_after:%Y-%m-%d})")
         if done:
             self.load()
         return done
@@ -1050,6 +1069,27 @@ def _crl_number_on_disk(path: Path) -> int:
         return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
     except (ValueError, x509.ExtensionNotFound):
         return -1
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _san_names(path: Path) -> set[str]:
+    """The DNS names and IP addresses a certificate file names (empty if none or absent)."""
+    if not path.exists():
+        return set()
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {*san.get_values_for_type(x509.DNSName),
+            *(str(a) for a in san.get_values_for_type(x509.IPAddress))}
 
 
 def _due(path: Path, now: dt.datetime) -> bool:

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+
 from nhi_nac import agent_client, apitokens
 from nhi_nac.agents import GRANT_STATES, parse_label
 from nhi_nac.app import Services, build, event_loop_factory, initialise, serve
@@ -362,6 +364,13 @@ async def cmd_ca_init(a: argparse.Namespace, s: Services) -> int:
     return 0
 
 
+async def cmd_ca_fingerprint(a: argparse.Namespace, s: Services) -> int:
+    root = s.ca._issuer().ca.root
+    fingerprint = root.fingerprint(hashes.SHA256()).hex()
+    _emit(a, {"sha256": fingerprint}, lambda: fingerprint)
+    return 0
+
+
 async def cmd_ca_export_root(a: argparse.Namespace, s: Services) -> int:
     data = s.ca.export_root(a.offline)
     Path(a.output).write_bytes(data)  # noqa: ASYNC240 - a one-shot CLI
@@ -672,6 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--trust-domain")
     c.add_argument("--key-type", choices=["p256", "p384", "ed25519", "rsa3072"])
     c.set_defaults(fn=cmd_ca_init)
+    c = ca.add_parser("fingerprint", parents=[common],
+                      help="SHA-256 of the root CA certificate (for enroll --root-fingerprint)")
+    c.set_defaults(fn=cmd_ca_fingerprint)
     c = ca.add_parser("export-root", parents=[common])
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--offline", action="store_true", help="remove the root key from here")
@@ -709,6 +721,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "rsa3072"])
     e.add_argument("--validity", help="requested lifetime, e.g. 24h (within the profile)")
     e.add_argument("--ca-file", help="CA bundle to trust for an https:// server")
+    e.add_argument("--root-fingerprint",
+                   help="first enrollment over https://: trust the server's root CA if its "
+                        "SHA-256 fingerprint is this (nhi-nac ca fingerprint)")
 
     coa = sub.add_parser("coa", help="RFC 5176 enforcement").add_subparsers(dest="sub",
                                                                            required=True)
@@ -777,7 +792,8 @@ def _enroll(a: argparse.Namespace) -> int:
     if a.renew:
         bundle = renew(a.server, a.out, a.validity, a.ca_file)
     elif a.token:
-        bundle = enroll(a.server, a.token, a.out, a.key_type, a.validity, a.ca_file)
+        bundle = enroll(a.server, a.token, a.out, a.key_type, a.validity, a.ca_file,
+                        a.root_fingerprint)
     elif not a.loop:
         raise NhiError("give --token TOKEN (first enrollment) or --renew")
     else:

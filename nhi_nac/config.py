@@ -36,6 +36,7 @@ GOVERNANCE_ACTIONS_FOR = {
 }
 _TRUST_DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 CONFIG_ENV = "NHI_NAC_CONFIG"
+_TLS_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$")
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,17 @@ class ApiConfig:
     #: HTTP API processes on ``listen`` (SO_REUSEPORT); the extra ones serve only the API
     #: (enrollment storms). More than one needs PostgreSQL.
     workers: int = 1
-    #: Public base URL used in certificates (CRL and OCSP locations); empty = http://<listen>.
+    #: Public base URL used in certificates (CRL and OCSP locations); empty =
+    #: http(s)://<listen>.
     public_url: str = ""
+    #: HTTPS with a certificate the service issues itself from its own CA (profile
+    #: api-server), naming these DNS names and IP addresses; re-issued when due.
+    tls_names: tuple[str, ...] = ()
+    #: HTTPS with a certificate of your own (PEM: the certificate, then its chain) and key.
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: Plain HTTP on an address other than loopback (behind a TLS-terminating proxy).
+    allow_plain_http: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,6 +178,11 @@ class Config:
         if self.database_url:
             return normalize_database_url(self.database_url)
         return f"sqlite+aiosqlite:///{(self.data_path / 'nhi-nac.db').resolve()}"
+
+    @property
+    def api_tls(self) -> bool:
+        """Whether the API serves HTTPS."""
+        return bool(self.api.tls_names or self.api.tls_cert)
 
     @property
     def api_host_port(self) -> tuple[str, int]:
@@ -303,6 +318,30 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     return result
 
 
+def _validate_api_tls(api: ApiConfig) -> None:
+    """TLS from one source or none; plain HTTP only on loopback unless allowed."""
+    if bool(api.tls_cert) != bool(api.tls_key):
+        raise ConfigError("api.tls_key" if api.tls_cert else "api.tls_cert",
+                          "tls_cert and tls_key go together")
+    if api.tls_cert and api.tls_names:
+        raise ConfigError("api.tls_names", "give tls_names (a certificate from this "
+                          "service's CA) or tls_cert/tls_key (your own), not both")
+    for i, name in enumerate(api.tls_names):
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            if not _TLS_NAME_RE.match(name):
+                raise ConfigError(f"api.tls_names[{i}]", f"{name!r} is neither an IP address "
+                                  "nor a lower-case DNS name of two or more labels") from None
+    host, _ = split_host_port(api.listen, "api.listen")
+    if not (api.tls_cert or api.tls_names or api.allow_plain_http
+            or ipaddress.ip_address(host).is_loopback):
+        raise ConfigError("api.listen", f"{host} is not a loopback address: serve HTTPS "
+                          "(api.tls_names, or api.tls_cert and api.tls_key) so bootstrap and "
+                          "API tokens never cross the network in clear, or set "
+                          "api.allow_plain_http = true behind a TLS-terminating proxy")
+
+
 def _validate(cfg: Config) -> Config:
     for i, address in enumerate(cfg.radius.listen):
         try:
@@ -325,6 +364,7 @@ def _validate(cfg: Config) -> Config:
     if cfg.api.workers > 1 and not cfg.effective_database_url.startswith("postgresql"):
         raise ConfigError("api.workers", "more than one API process needs PostgreSQL "
                           "(database_url): SQLite serialises writers within one process only")
+    _validate_api_tls(cfg.api)
     if cfg.api.public_url and not cfg.api.public_url.startswith(("http://", "https://")):
         raise ConfigError("api.public_url", "must start with http:// or https://")
     td = cfg.ca.trust_domain

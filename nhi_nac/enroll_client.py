@@ -9,6 +9,7 @@ lifetime (``pki.renewal_time``).
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import json
 import random
 import ssl
@@ -18,6 +19,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
 import pki
 from nhi_nac.errors import NhiError
@@ -37,21 +41,63 @@ class Refused(NhiError):
 _TRANSIENT = frozenset({408, 425, 429})
 
 
-def _post(url: str, body: dict[str, Any], ca_file: str | None) -> dict[str, Any]:
+def _post(url: str, body: dict[str, Any], ca_file: str | None,
+          ca_pem: str | None = None) -> dict[str, Any]:
     if not url.startswith(("https://", "http://")):
         raise NhiError(f"--server must be an http:// or https:// URL, not {url!r}")
     req = urllib.request.Request(  # noqa: S310 - scheme checked above
         url, data=json.dumps(body).encode(), method="POST",
         headers={"Content-Type": "application/json"})
-    data: dict[str, Any] = http_json(req, ca_file, "enrollment refused")
+    data: dict[str, Any] = http_json(req, ca_file, "enrollment refused", ca_pem)
     return data
 
 
-def http_json(req: urllib.request.Request, ca_file: str | None, refused: str) -> Any:
+def root_by_fingerprint(server: str, fingerprint: str) -> str:
+    """The server's root CA certificate (PEM), fetched from ``/pki/v1/ca.pem`` without
+    trusting anything yet and kept only if its SHA-256 fingerprint is ``fingerprint``
+    (hex, colons and case ignored: ``openssl x509 -fingerprint -sha256`` or
+    ``nhi-nac ca fingerprint``). This is how a new host learns whom to trust: the
+    fingerprint comes with the bootstrap token, out of band."""
+    want = fingerprint.replace(":", "").strip().lower()
+    if len(want) != 64 or any(c not in "0123456789abcdef" for c in want):
+        raise NhiError("--root-fingerprint must be a SHA-256 fingerprint (64 hex digits)")
+    url = server.rstrip("/") + "/pki/v1/ca.pem"
+    if not url.startswith("https://"):
+        raise NhiError("--root-fingerprint needs an https:// server")
+    unverified = ssl.create_default_context()
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE  # checked below, by the fingerprint
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT,  # noqa: S310 - https only
+                                    context=unverified) as resp:
+            pem = resp.read(64 * 1024).decode()
+        root = x509.load_pem_x509_certificate(pem.encode())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise NhiError(f"cannot fetch the root CA from {url}: "
+                       f"{getattr(exc, 'reason', exc)}") from None
+    got = root.fingerprint(hashes.SHA256()).hex()
+    if not hmac.compare_digest(got, want):
+        raise NhiError(f"the root CA served by {server} has fingerprint {got}, not the "
+                       "one given: refusing to trust it")
+    return root.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def trusted_root(directory: str, ca_file: str | None) -> str | None:
+    """What an https:// server must chain to for a host already enrolled: ``ca_file`` if
+    given, else the root CA written at enrollment (``DIR/ca.pem``)."""
+    if ca_file is None and (Path(directory) / pki.enroll.CA_FILE).exists():
+        return str(Path(directory) / pki.enroll.CA_FILE)
+    return ca_file
+
+
+def http_json(req: urllib.request.Request, ca_file: str | None, refused: str,
+              ca_pem: str | None = None) -> Any:
     """Send ``req`` (an http(s) URL the caller has checked) and decode the JSON answer; an
-    error answer becomes NhiError with its problem ``detail``."""
+    error answer becomes NhiError with its problem ``detail``. ``ca_file`` or ``ca_pem``
+    is what an https:// server must chain to (the system's trust store if neither)."""
     url = req.full_url
-    ctx = ssl.create_default_context(cafile=ca_file) if url.startswith("https") else None
+    ctx = (ssl.create_default_context(cafile=ca_file, cadata=ca_pem)
+           if url.startswith("https") else None)
     try:
         with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT, context=ctx) as resp:  # noqa: S310
             return json.loads(resp.read())
@@ -67,12 +113,14 @@ def http_json(req: urllib.request.Request, ca_file: str | None, refused: str) ->
 
 
 def enroll(server: str, token: str, out: str, key_type: str = "p256",
-           validity: str | None = None, ca_file: str | None = None) -> dict[str, Any]:
+           validity: str | None = None, ca_file: str | None = None,
+           root_fingerprint: str | None = None) -> dict[str, Any]:
+    ca_pem = root_by_fingerprint(server, root_fingerprint) if root_fingerprint else None
     enrollment = pki.new_enrollment(key_type)
     body: dict[str, Any] = {"token": token, "csr": enrollment.csr_pem.decode()}
     if validity:
         body["validity"] = validity
-    bundle = _post(server.rstrip("/") + "/pki/v1/enroll", body, ca_file)
+    bundle = _post(server.rstrip("/") + "/pki/v1/enroll", body, ca_file, ca_pem)
     _store(out, enrollment.key, bundle)
     return bundle
 
@@ -88,7 +136,7 @@ def renew(server: str, out: str, validity: str | None = None,
     body: dict[str, Any] = {"proof": proof.decode()}
     if validity:
         body["validity"] = validity
-    bundle = _post(server.rstrip("/") + "/pki/v1/renew", body, ca_file)
+    bundle = _post(server.rstrip("/") + "/pki/v1/renew", body, trusted_root(out, ca_file))
     _store(out, enrollment.key, bundle)
     return bundle
 

@@ -21,6 +21,7 @@ finished ``x509.Extension`` objects and handed to the builder's constructor.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import secrets
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -188,16 +189,19 @@ class CertificateIssuer:
         *,
         validity: timedelta | None = None,
         dns_names: Sequence[str] = (),
+        ip_addresses: Sequence[str] = (),
     ) -> IssuedCertificate:
         """Sign a leaf certifying ``public_key`` for identity ``kind/name``.
 
-        ``dns_names`` are names the caller has already decided this identity
-        may hold; they are refused if the profile allows none. ``validity`` is
-        the requested lifetime (the profile's default if None), counted from
-        ``now``; beyond the profile's maximum or the CA's notAfter it is refused.
+        ``dns_names`` (and ``ip_addresses``, for a server reached by address) are
+        names the caller has already decided this identity may hold; they are
+        refused if the profile allows none. ``validity`` is the requested
+        lifetime (the profile's default if None), counted from ``now``; beyond
+        the profile's maximum or the CA's notAfter it is refused.
         """
         plan = self._plan(kind, name, profile, now, validity)
-        return self._sign(plan, public_key, public_key_fingerprint(public_key), dns_names)
+        return self._sign(plan, public_key, public_key_fingerprint(public_key), dns_names,
+                          ip_addresses)
 
     def issue_for_csr(
         self,
@@ -256,9 +260,10 @@ class CertificateIssuer:
         public_key: PublicKey,
         key_fingerprint: str,
         dns_names: Sequence[str],
+        ip_addresses: Sequence[str] = (),
     ) -> IssuedCertificate:
         identity, chosen = plan.identity, plan.profile
-        san = self._subject_alt_name(identity, chosen, dns_names)
+        san = self._subject_alt_name(identity, chosen, dns_names, ip_addresses)
         if key_fingerprint in self._ca_key_fingerprints:
             raise PolicyViolation("a leaf cannot certify a certificate authority's key")
         name = identity.name
@@ -301,17 +306,27 @@ class CertificateIssuer:
 
     @staticmethod
     def _subject_alt_name(
-        identity: SpiffeId, profile: Profile, dns_names: Sequence[str]
+        identity: SpiffeId,
+        profile: Profile,
+        dns_names: Sequence[str],
+        ip_addresses: Sequence[str] = (),
     ) -> x509.SubjectAlternativeName:
         names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity.uri)]
-        if dns_names:
+        if dns_names or ip_addresses:
             if not profile.allows_dns_names:
                 raise PolicyViolation(f"the {profile.name} profile allows no DNS names")
-            if len(dns_names) > MAX_DNS_NAMES:
+            if len(dns_names) + len(ip_addresses) > MAX_DNS_NAMES:
                 raise PolicyViolation(f"more than {MAX_DNS_NAMES} DNS names requested")
             if len(set(dns_names)) != len(dns_names):
                 raise PolicyViolation("a DNS name is requested twice")
             names.extend(x509.DNSName(check_dns_name(n)) for n in dns_names)
+            try:
+                addresses = [ipaddress.ip_address(a) for a in ip_addresses]
+            except ValueError as exc:
+                raise PolicyViolation(f"not an IP address: {exc}") from None
+            if len(set(addresses)) != len(addresses):
+                raise PolicyViolation("an IP address is requested twice")
+            names.extend(x509.IPAddress(a) for a in addresses)
         return x509.SubjectAlternativeName(names)
 
 

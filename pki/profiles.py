@@ -89,6 +89,14 @@ RADIUS_SERVER = Profile(
     allowed_kinds=frozenset({"service"}),
     allows_dns_names=True,
 )
+API_SERVER = Profile(
+    name="api-server",
+    extended_key_usages=(_SERVER,),
+    default_validity=timedelta(days=90),
+    max_validity=timedelta(days=397),
+    allowed_kinds=frozenset({"service"}),
+    allows_dns_names=True,
+)
 OCSP_RESPONDER = Profile(
     name="ocsp-responder",
     extended_key_usages=(ExtendedKeyUsageOID.OCSP_SIGNING,),
@@ -101,7 +109,8 @@ OCSP_RESPONDER = Profile(
 )
 
 PROFILES: Mapping[str, Profile] = MappingProxyType(
-    {p.name: p for p in (DEVICE, WORKLOAD, AI_AGENT, RADIUS_SERVER, OCSP_RESPONDER)}
+    {p.name: p for p in (DEVICE, WORKLOAD, AI_AGENT, RADIUS_SERVER, API_SERVER,
+                         OCSP_RESPONDER)}
 )
 
 

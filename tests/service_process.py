@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -44,13 +45,21 @@ class Service:
         assert p.returncode == 0, p.stderr
         return p.stdout
 
+    @property
+    def base(self) -> str:
+        """The API's base URL: https:// when the service serves its own certificate."""
+        tls = "NHI_NAC_API_TLS_NAMES" in self.env
+        return f"{'https' if tls else 'http'}://127.0.0.1:{self.api}"
+
     def start(self) -> None:
         self.proc = subprocess.Popen([*NHI, "serve"], env=self.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
+        context = (ssl.create_default_context(cafile=str(self.data / "ca" / "root.pem"))
+                   if self.base.startswith("https") else None)
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.api}/readyz", timeout=2):
+                with urllib.request.urlopen(f"{self.base}/readyz", timeout=2, context=context):
                     return
             except OSError:
                 if self.proc.poll() is not None:

@@ -48,12 +48,29 @@ def test_postgres_url_gets_async_driver() -> None:
     ({"NHI_NAC_MQTT_URL": "http://x"}, "mqtt.url"),
     ({"NHI_NAC_RADIUS_BOGUS": "1"}, "NHI_NAC_RADIUS_BOGUS"),
     ({"NHI_NAC_EVENT_LOOP": "trio"}, "event_loop"),
+    # Plain HTTP beyond loopback would carry bootstrap and API tokens in clear.
+    ({"NHI_NAC_API_LISTEN": "0.0.0.0:8443"}, "api.listen"),
+    ({"NHI_NAC_API_LISTEN": "10.1.2.3:8443"}, "api.listen"),
+    ({"NHI_NAC_API_TLS_NAMES": '["nac.example", "localhost"]'}, "api.tls_names[1]"),
+    ({"NHI_NAC_API_TLS_CERT": "/etc/nhi/api.pem"}, "api.tls_key"),
+    ({"NHI_NAC_API_TLS_CERT": "/etc/nhi/api.pem", "NHI_NAC_API_TLS_KEY": "/etc/nhi/api.key",
+      "NHI_NAC_API_TLS_NAMES": '["nac.example"]'}, "api.tls_names"),
 ])
 def test_invalid_values_name_the_key(env: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(environ=env)
     assert err.value.key == key
     assert "\n" not in str(err.value)
+
+
+def test_https_or_loopback() -> None:
+    cfg = load_config(environ={"NHI_NAC_API_LISTEN": "0.0.0.0:8443",
+                               "NHI_NAC_API_TLS_NAMES": '["nac.example", "10.1.2.3", "::1"]'})
+    assert cfg.api_tls and cfg.api.tls_names == ("nac.example", "10.1.2.3", "::1")
+    cfg = load_config(environ={"NHI_NAC_API_LISTEN": "0.0.0.0:8080",
+                               "NHI_NAC_API_ALLOW_PLAIN_HTTP": "true"})
+    assert not cfg.api_tls
+    assert not load_config(environ={}).api_tls  # loopback, plain HTTP: the default
 
 
 def test_unknown_file_key_and_bad_toml(tmp_path: Path) -> None:

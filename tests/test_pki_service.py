@@ -356,3 +356,60 @@ def test_crl_and_ocsp_get_carry_http_caching_headers(service: Service, tmp_path:
     shown = openssl("ocsp", "-respin", str(tmp_path / "resp.der"), "-resp_text", "-noverify")
     assert "Cert Status: revoked" in shown.stdout
     assert _get(service, path, **{"If-None-Match": h3["etag"]})[0] == 304
+
+
+def test_https_enrollment_trusts_the_root_by_its_fingerprint(tmp_path: Path) -> None:
+    """The API serves HTTPS with a certificate from its own CA; a new host learns the
+    root from its fingerprint (given with the token), enrolls, then renews trusting the
+    root it saved; openssl and curl verify the server against that root."""
+    svc = Service(service_env(tmp_path), tmp_path / "data")
+    svc.env["NHI_NAC_API_TLS_NAMES"] = '["127.0.0.1", "nac.nhi.example"]'
+    svc.cli("init")
+    svc.cli("owner", "add", "alice@example.com", "--name", "Alice")
+    svc.cli("identity", "add", "workload", "billing", "--owner", "alice@example.com")
+    svc.start()
+    try:
+        fingerprint = svc.cli("ca", "fingerprint").strip()
+        root = tmp_path / "data" / "ca" / "root.pem"
+        assert fingerprint == openssl("x509", "-in", str(root), "-noout", "-fingerprint",
+                                      "-sha256").stdout.split("=")[1].strip().replace(
+                                          ":", "").lower()
+        # openssl's own TLS client verifies the served chain and the address.
+        shake = subprocess.run([require_tool("openssl", "openssl"), "s_client", "-connect",
+                                f"127.0.0.1:{svc.api}", "-CAfile", str(root),
+                                "-verify_return_error", "-verify_ip", "127.0.0.1"],
+                               input="", capture_output=True, text=True, timeout=30)
+        assert "Verify return code: 0 (ok)" in shake.stdout, shake.stdout + shake.stderr
+        curl = subprocess.run([require_tool("curl", "curl"), "-sf", "--cacert", str(root),
+                               f"{svc.base}/healthz"], capture_output=True, text=True,
+                              timeout=30)
+        assert curl.returncode == 0 and '"ok"' in curl.stdout
+        # Plain HTTP to the HTTPS port gets nothing useful.
+        with pytest.raises(OSError):
+            fetch(svc, "/healthz")
+
+        token = svc.cli("token", "create", "workload/billing").strip()
+        out = tmp_path / "creds"
+
+        def enroll_with(*extra: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*NHI, "enroll", "--server", svc.base, "--out", str(out),
+                                   *extra], env=svc.env, capture_output=True, text=True,
+                                  timeout=60)
+
+        wrong = enroll_with("--token", token, "--root-fingerprint", "ab" * 32)
+        assert wrong.returncode == 1 and "refusing to trust it" in wrong.stderr
+        assert not (out / "cert.pem").exists()
+        untrusted = enroll_with("--token", token)  # the system trust store knows no such CA
+        assert untrusted.returncode == 1 and "certificate verify failed" in untrusted.stderr
+        done = enroll_with("--token", token, "--root-fingerprint", fingerprint.upper())
+        assert done.returncode == 0, done.stderr
+        assert (out / "ca.pem").read_bytes() == root.read_bytes()
+        renewed = enroll_with("--renew")  # trusts out/ca.pem, learned at enrollment
+        assert renewed.returncode == 0, renewed.stderr
+        certs = json.loads(svc.cli("--json", "cert", "list", "--identity", "workload/billing"))
+        assert len(certs) == 2
+        # Certificates name https:// CRL and OCSP locations on this server.
+        text = openssl("x509", "-in", str(out / "cert.pem"), "-noout", "-text").stdout
+        assert f"URI:https://127.0.0.1:{svc.api}/pki/v1/crl" in text
+    finally:
+        svc.stop()

@@ -31,6 +31,7 @@ PROFILE_CASES = [
     ("workload", "workload", "payments-api", ("payments.nhi.example",)),
     ("ai_agent", "ai_agent", "triage-bot.run-42", ()),
     ("radius-server", "service", "radius", ("radius.nhi.example",)),
+    ("api-server", "service", "api", ("nac.nhi.example",)),
     ("ocsp-responder", "service", "ocsp", ()),
 ]
 

@@ -95,6 +95,27 @@ def test_rsa_server_key_gets_key_encipherment(issuer: CertificateIssuer) -> None
     assert not ku.value.key_encipherment
 
 
+def test_api_server_certificate_names_addresses(
+    issuer: CertificateIssuer, leaf_key: PrivateKey
+) -> None:
+    import ipaddress
+
+    issued = issuer.issue(leaf_key.public_key(), "service", "api", "api-server", NOW,
+                          dns_names=["nac.nhi.example"], ip_addresses=["127.0.0.1", "::1"])
+    san = x509.load_der_x509_certificate(issued.der).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["nac.nhi.example"]
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1"),
+                                                       ipaddress.ip_address("::1")]
+    for bad, reason in ((["10.0.0.1", "10.0.0.1"], "twice"), (["10.0.0.999"], "IP address")):
+        with pytest.raises(PolicyViolation, match=reason):
+            issuer.issue(leaf_key.public_key(), "service", "api", "api-server", NOW,
+                         ip_addresses=bad)
+    with pytest.raises(PolicyViolation, match="allows no DNS names"):
+        issuer.issue(leaf_key.public_key(), "device", "d", "device", NOW,
+                     ip_addresses=["10.0.0.1"])
+
+
 def test_long_name_gives_empty_subject_and_critical_san(
     issuer: CertificateIssuer, leaf_key: PrivateKey
 ) -> None:
