@@ -30,7 +30,7 @@ from nhi_nac.events import EventRelay
 from nhi_nac.governance import Governance
 from nhi_nac.inventory import Inventory, utcnow
 from nhi_nac.mqtt import MqttPublisher
-from nhi_nac.radius_service import RadiusMetrics, RadiusNode
+from nhi_nac.radius_service import RadiusMetrics, RadiusNode, tls_paths
 from nhi_nac.sdnotify import notify
 from nhi_nac.segment_service import SegmentService, starter_map_text
 from nhi_nac.storage.db import Database
@@ -118,34 +118,66 @@ CA_REFRESH_SECONDS = 2.0
 
 
 async def _keep_ca_fresh(ca: CaService, tls: ssl.SSLContext | None = None,
-                         reissue: bool = False) -> None:
-    """Follow revocations made elsewhere. With HTTPS, check hourly: the main process
-    re-issues the service's own certificate when due (``reissue``), and every process
-    serves a changed certificate file to new connections."""
+                         radius: RadiusNode | None = None, reissue: bool = False) -> None:
+    """Follow revocations made elsewhere; and hourly, re-issue the service's own
+    certificates that are due (the main process, ``reissue``: OCSP responder, RADIUS
+    server, HTTPS) and let every process use the ones that changed on disk, without a
+    restart (a 7-day OCSP responder certificate would otherwise expire under a server
+    that runs for weeks)."""
     loop = asyncio.get_running_loop()
-    checked, loaded = loop.time(), _api_certificate_mtime(ca.config)
+    checked = loop.time()
+    watched = _ServiceCertificates(ca, tls, radius)
     while True:
         await asyncio.sleep(CA_REFRESH_SECONDS)
         try:
             await ca.refresh()
         except Exception:  # noqa: BLE001 - the published CRL stays until the next try
             log.warning("ca.refresh_failed", exc_info=True)
-        if tls is None or loop.time() - checked < TLS_CHECK_SECONDS:
+        if loop.time() - checked < SERVICE_CERT_CHECK_SECONDS:
             continue
         checked = loop.time()
         try:
-            if reissue and not ca.config.api.tls_cert:
-                ca.issue_service_certificates(utcnow())
-            if (mtime := _api_certificate_mtime(ca.config)) != loaded:
-                _load_api_certificate(tls, ca.config)
-                loaded = mtime
-                log.info("api.tls_reloaded")
-        except Exception:  # noqa: BLE001 - the current certificate stays until the next try
-            log.warning("api.tls_reload_failed", exc_info=True)
+            if reissue:
+                for line in ca.issue_service_certificates(utcnow()):
+                    log.info("ca.service_certificate", issued=line)
+            watched.reload_changed()
+        except Exception:  # noqa: BLE001 - the current certificates stay until the next try
+            log.warning("ca.service_certificates_failed", exc_info=True)
 
 
-#: Seconds between checks whether the service's own HTTPS certificate is due.
-TLS_CHECK_SECONDS = 3600.0
+#: Seconds between checks whether the service's own certificates are due or changed.
+SERVICE_CERT_CHECK_SECONDS = 3600.0
+
+
+class _ServiceCertificates:
+    """The files of the service's own certificates, and what to reload when one changes."""
+
+    def __init__(self, ca: CaService, tls: ssl.SSLContext | None,
+                 radius: RadiusNode | None) -> None:
+        self.watch: list[tuple[str, Callable[[], object]]] = [
+            (str(ca.dir / "ocsp.pem"), ca.load)]
+        if tls is not None:
+            self.watch.append((_api_certificate_files(ca.config)[0],
+                               lambda: _load_api_certificate(tls, ca.config)))
+        if radius is not None:
+            self.watch.append((str(tls_paths(ca.config.data_path)["server.pem"]),
+                               radius.reload_tls))
+        self.seen = {path: _mtime(path) for path, _ in self.watch}
+
+    def reload_changed(self) -> None:
+        for path, reload in self.watch:
+            mtime = _mtime(path)
+            if mtime != self.seen[path]:
+                reload()
+                self.seen[path] = mtime
+                log.info("ca.service_certificate_reloaded", file=path)
+
+
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
 
 
 def api_tls_context(config: Config) -> ssl.SSLContext | None:
@@ -163,13 +195,6 @@ def _api_certificate_files(config: Config) -> tuple[str, str]:
         return config.api.tls_cert, config.api.tls_key
     folder = config.data_path / API_TLS_DIR
     return str(folder / "server.pem"), str(folder / "server.key")
-
-
-def _api_certificate_mtime(config: Config) -> int | None:
-    try:
-        return os.stat(_api_certificate_files(config)[0]).st_mtime_ns
-    except OSError:
-        return None
 
 
 def _load_api_certificate(context: ssl.SSLContext, config: Config) -> None:
@@ -247,7 +272,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         services.relay.subscribe(publisher)
     relay_task = asyncio.create_task(services.relay.run())
     refresh_task = asyncio.create_task(_keep_segments_fresh(services.segments, radius))
-    ca_task = asyncio.create_task(_keep_ca_fresh(services.ca, tls, reissue=True))
+    ca_task = asyncio.create_task(_keep_ca_fresh(services.ca, tls, radius, reissue=True))
 
     async def prepare() -> None:
         # What a re-authentication after CoA will ask must be in memory first.

@@ -305,6 +305,7 @@ class CaService:
             self.ocsp = pki.OcspResponder(
                 cert, x509.load_pem_x509_certificate(ocsp_cert.read_bytes()),
                 pki.load_private_key(ocsp_key.read_bytes(), passphrase), self._ocsp_lookup)
+            self._ocsp_cache.clear()  # answers signed by a previous responder certificate
         crl = self.dir / "crl.der"
         if crl.exists():
             loaded = x509.load_der_x509_crl(crl.read_bytes())

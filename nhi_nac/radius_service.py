@@ -116,6 +116,15 @@ class RadiusNode:
         return AdmissionPolicy(unknown_mac_vlan=unknown,
                                on_backend_error=BackendPolicy(self.config.radius.on_backend_error))
 
+    def reload_tls(self) -> None:
+        """Serve the server certificate now on disk to new EAP-TLS conversations (those in
+        flight finish with the one they began with)."""
+        context = load_tls_context(self.config.data_path)
+        if context is not None:
+            self.tls = context
+            self.server.tls_context = context
+            log.info("radius.tls_reloaded")
+
     def on_segments_changed(self) -> None:
         self.directory.forget_vlans()
         self.server.policy = dataclasses.replace(self.server.policy,

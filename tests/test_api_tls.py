@@ -11,11 +11,16 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+from OpenSSL import SSL
 
 from nhi_nac import app
 from nhi_nac.ca_service import API_TLS_DIR, CaService
 from nhi_nac.config import ApiConfig, Config
 from nhi_nac.inventory import Inventory
+from nhi_nac.radius_service import RadiusNode
+from nhi_nac.segment_service import SegmentService
 
 
 def _ca(inventory: Inventory, tmp_path: Path, names: tuple[str, ...]) -> CaService:
@@ -66,20 +71,41 @@ async def test_reissued_when_due_or_renamed(inventory: Inventory, tmp_path: Path
     assert san.value.get_values_for_type(x509.DNSName) == []
 
 
-async def test_running_process_serves_the_reissued_certificate(
+def _file_serial(path: Path) -> int:
+    return x509.load_pem_x509_certificate(path.read_bytes()).serial_number
+
+
+async def _ocsp_signer_serial(ca: CaService) -> int:
+    """The serial of the responder certificate in an OCSP answer, as a client sees it."""
+    issuing = x509.load_pem_x509_certificate((ca.dir / "issuing.pem").read_bytes())
+    leaf = x509.load_pem_x509_certificate((ca.dir / "ocsp.pem").read_bytes())
+    request = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuing, hashes.SHA256()).build()
+    answer = ocsp.load_der_ocsp_response(
+        await ca.ocsp_response(request.public_bytes(serialization.Encoding.DER)))
+    return answer.certificates[0].serial_number
+
+
+async def test_running_processes_use_the_reissued_certificates(
         inventory: Inventory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started 61 days ago: the HTTPS (90 d), RADIUS (90 d) and OCSP responder (7 d)
+    certificates are all due. The main process re-issues them; it and an extra API
+    process each serve the new ones to new connections, without a restart."""
     ca = _ca(inventory, tmp_path, ("127.0.0.1",))
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=61)
     ca.init_hierarchy(long_ago)
-    ca.issue_service_certificates(long_ago)  # two thirds through its life: due now
-    root = tmp_path / "data" / "ca" / "root.pem"
-    context = app.api_tls_context(ca.config)
-    assert context is not None
+    ca.issue_service_certificates(long_ago)
+    data = tmp_path / "data"
+    root = data / "ca" / "root.pem"
+    radius = RadiusNode(ca.config, inventory.db, SegmentService(inventory))
+    worker = _ca(inventory, tmp_path, ("127.0.0.1",))  # an api.workers process: no re-issue
+    contexts = [app.api_tls_context(ca.config), app.api_tls_context(worker.config)]
+    assert contexts[0] is not None and contexts[1] is not None
     old = _served(tmp_path).serial_number
-    assert await _handshake_serial(context, root) == old
+    old_ocsp = await _ocsp_signer_serial(worker)
     monkeypatch.setattr(app, "CA_REFRESH_SECONDS", 0.01)
-    monkeypatch.setattr(app, "TLS_CHECK_SECONDS", 0.0)
-    task = asyncio.create_task(app._keep_ca_fresh(ca, context, reissue=True))
+    monkeypatch.setattr(app, "SERVICE_CERT_CHECK_SECONDS", 0.0)
+    tasks = [asyncio.create_task(app._keep_ca_fresh(ca, contexts[0], radius, reissue=True)),
+             asyncio.create_task(app._keep_ca_fresh(worker, contexts[1]))]
     try:
         for _ in range(300):
             await asyncio.sleep(0.02)
@@ -87,10 +113,16 @@ async def test_running_process_serves_the_reissued_certificate(
                 break
         new = _served(tmp_path).serial_number
         assert new != old
-        for _ in range(100):  # reloaded on the next pass
-            if await _handshake_serial(context, root) == new:
-                break
-            await asyncio.sleep(0.02)
-        assert await _handshake_serial(context, root) == new
+        await asyncio.sleep(0.2)  # a few more passes: every process reloads
+        for context in contexts:
+            assert await _handshake_serial(context, root) == new
+        new_ocsp = _file_serial(data / "ca" / "ocsp.pem")
+        assert new_ocsp != old_ocsp
+        assert await _ocsp_signer_serial(ca) == new_ocsp
+        assert await _ocsp_signer_serial(worker) == new_ocsp
+        served = SSL.Connection(radius.server.tls_context, None).get_certificate()
+        assert served is not None
+        assert served.get_serial_number() == _file_serial(data / "radius" / "server.pem")
     finally:
-        task.cancel()
+        for task in tasks:
+            task.cancel()
