@@ -36,6 +36,7 @@ from typing import Any
 import structlog
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from nhi_nac import audit
 from nhi_nac.coa.limits import COA_PORT
@@ -208,7 +209,11 @@ class Enforcer:
             conn.execute(_NEW_CURSOR, {"value": str(newest)})
             return newest
 
-        self._last_event = await self.db.run_write(open_cursor)
+        try:
+            self._last_event = await self.db.run_write(open_cursor)
+        except IntegrityError:  # another node created it at the same moment: use theirs
+            self._last_event = int(await self.db.run_read(
+                lambda conn: conn.execute(_CURSOR).scalar_one()))
 
     async def check(self) -> int:
         """Handle new outbox events; returns how many requests were sent."""

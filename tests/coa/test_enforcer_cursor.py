@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from nhi_nac.coa import CoaLimits, CoaSender
 from nhi_nac.domain import IdentityRef
@@ -85,8 +85,7 @@ async def test_two_nodes_act_on_each_event_once(
     responder, port = das
     await _fleet(inventory)
     a, b = _node(inventory, port), _node(inventory, port)
-    await a.start()
-    await b.start()
+    await asyncio.gather(a.start(), b.start())  # both create the cursor: one wins, both agree
     await inventory.set_status(IdentityRef.parse("device/printer"), "suspended", actor="t")
     sent = await asyncio.gather(a.check(), b.check())
     assert sorted(sent) == [0, 1]
@@ -146,3 +145,19 @@ async def test_a_request_claimed_by_a_node_that_died_is_sent_by_the_next(
     assert {r["identity"]: r["status"] for r in await coa_status(inventory.db)} == {
         "device/printer": "acked", "device/camera": "abandoned"}
     assert await later.resume(inventory.clock() + dt.timedelta(minutes=2)) == 0
+
+
+async def test_two_nodes_starting_at_once_share_one_cursor(inventory: Inventory) -> None:
+    """Several nodes need PostgreSQL; there, a node whose insert of the new cursor loses
+    to another node's uses the winner's cursor instead of failing to start."""
+    if inventory.db.engine.dialect.name != "postgresql":
+        pytest.skip("several nodes share PostgreSQL; SQLite serialises writers")
+    async with inventory.db.engine.connect() as other:
+        await other.execute(insert(Setting).values(key=CURSOR_KEY, value="41"))
+        node = Enforcer(inventory.db, coa_sender(CoaSender(FAST), 9), inventory.clock)
+        starting = asyncio.create_task(node.start())  # reads no cursor, then waits on ours
+        await asyncio.sleep(0.3)
+        assert not starting.done()
+        await other.commit()
+    await starting
+    assert node._last_event == 41
