@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, delete, exists, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -51,6 +51,7 @@ from nhi_nac.storage import queries
 from nhi_nac.storage.db import Database
 from nhi_nac.storage.models import (
     CoaRequest,
+    EnforcedEvent,
     Identity,
     NasClient,
     OutboxEvent,
@@ -105,11 +106,21 @@ ENFORCED_EVENTS = ("segments.applied", "identity.suspended", "identity.retired",
                    "identity.released", "agent.grant.approved", "agent.grant.expired")
 #: Events claimed per transaction, at most.
 ENFORCE_BATCH = 1000
+#: Outbox ids before the newest one seen that are looked at again for events whose
+#: transaction committed after a later one's, and how often when nothing is new.
+LATE_COMMIT_WINDOW = 1000
+LATE_LOOK_SECONDS = 5.0
+_CLAIMED = table_of(EnforcedEvent)
+#: Enforced events after ``after`` that no node has claimed yet.
 _ENFORCED_AFTER = (select(OutboxEvent.id, OutboxEvent.type, OutboxEvent.payload)
                    .where(OutboxEvent.id > bindparam("after"),
-                          OutboxEvent.type.in_(ENFORCED_EVENTS))
+                          OutboxEvent.type.in_(ENFORCED_EVENTS),
+                          ~exists().where(_CLAIMED.c.event_id == OutboxEvent.id))
                    .order_by(OutboxEvent.id).limit(ENFORCE_BATCH))
-#: The shared cursor: the newest outbox id whose enforcement has been claimed.
+_MARK_CLAIMED = insert(_CLAIMED)
+_FORGET_CLAIMED = delete(_CLAIMED).where(_CLAIMED.c.event_id <= bindparam("floor"))
+#: The shared cursor: every enforced event at or below it has been claimed (above it,
+#: ``enforced_events`` says which have).
 CURSOR_KEY = "enforcer.last_event"
 _SETTINGS = table_of(Setting)
 _CURSOR = select(_SETTINGS.c.value).where(_SETTINGS.c.key == CURSOR_KEY)
@@ -154,8 +165,13 @@ _STRANDED = (
     .where(_REQUESTS.c.status == "pending", _REQUESTS.c.created_at < bindparam("older"),
            _REQUESTS.c.created_at >= bindparam("newer"))
     .order_by(_REQUESTS.c.id).limit(ENFORCE_BATCH))
-_ABANDON = update(_REQUESTS).where(_REQUESTS.c.id.in_(bindparam("ids", expanding=True))
+_ABANDON = update(_REQUESTS).where(_REQUESTS.c.id.in_(bindparam("ids", expanding=True)),
+                                   _REQUESTS.c.status == "pending"
                                    ).values(status="abandoned")
+_RESENDING = (update(_REQUESTS)
+              .where(_REQUESTS.c.id.in_(bindparam("ids", expanding=True)),
+                     _REQUESTS.c.status == "pending")
+              .values(status="resending").returning(_REQUESTS.c.id))
 
 
 def affected(event_type: str, payload: dict[str, Any]) -> tuple[str, list[str]]:
@@ -179,9 +195,10 @@ class Enforcer:
     :data:`CURSOR_KEY`), so that each enforced event is acted on once, by one node, and
     an event written while no node was running is acted on when one starts.
 
-    Claiming is one write transaction: the cursor row is locked, the events after it are
-    read, one ``pending`` ``coa_requests`` row per live session is written with its
-    audit record, and the cursor moves on. The requests are sent after the commit; a
+    Claiming is one write transaction: the cursor row is locked, the unclaimed events
+    after it are read and recorded as claimed (``enforced_events``), one ``pending``
+    ``coa_requests`` row per live session is written with its audit record, and the
+    cursor moves on, ``LATE_COMMIT_WINDOW`` ids behind. The requests are sent after the commit; a
     node that dies before their answers leaves them ``pending``, and a node starting
     later sends them again (:meth:`resume`).
     """
@@ -197,6 +214,7 @@ class Enforcer:
         self.prepare = prepare
         #: The newest outbox id this node has looked past (node-local, for the cheap read).
         self._last_event: int | None = None
+        self._looked_back = 0.0
 
     async def start(self) -> None:
         """Read the shared cursor; on a database that has none, start it at the newest
@@ -220,14 +238,24 @@ class Enforcer:
         if self._last_event is None:
             await self.start()
         last = self._last_event or 0
+        now = time.monotonic()
+        look_back = now - self._looked_back >= LATE_LOOK_SECONDS
+        if look_back:
+            self._looked_back = now
 
         def look(conn: Connection) -> tuple[int, bool]:
             # Asked twice a second on every node: the newest id first (by primary key),
-            # the enforced events only when there is anything new.
+            # the enforced events only when there is anything new. An id is taken when a
+            # transaction inserts, visible when it commits: every few seconds, and with
+            # anything new, a little before what this node has seen is looked at again
+            # (never before the shared cursor, which is past everything claimed), so an
+            # event committed after a later one is not passed over.
             newest = queries.newest_event(conn)
-            if newest <= last:
+            if newest <= last and not look_back:
                 return newest, False
-            return newest, conn.execute(_ENFORCED_AFTER, {"after": last}).first() is not None
+            floor = int(conn.execute(_CURSOR).scalar() or 0)
+            after = max(floor, last - LATE_COMMIT_WINDOW)
+            return newest, conn.execute(_ENFORCED_AFTER, {"after": after}).first() is not None
 
         newest, due = await self.db.run_read(look)
         if not due:
@@ -246,13 +274,19 @@ class Enforcer:
 
     def _claim(self, conn: Connection, now: dt.datetime
                ) -> tuple[list[tuple[str, list[SessionTarget]]], int]:
-        """Move the shared cursor past the enforced events after it, writing a pending
-        request per live session of the identities they affect (see the class)."""
+        """Claim the enforced events above the shared cursor that no node has claimed,
+        writing a pending request per live session of the identities they affect (see
+        the class); then raise the cursor to ``LATE_COMMIT_WINDOW`` ids below what is
+        now claimed, so that an event committed late, below that, is still found."""
         cursor = conn.execute(_CURSOR_FOR_UPDATE).scalar()
         after = int(cursor) if cursor is not None else 0
         newest = queries.newest_event(conn)
         events = conn.execute(_ENFORCED_AFTER, {"after": after}).all()
         upto = events[-1][0] if len(events) >= ENFORCE_BATCH else newest
+        if events:
+            conn.execute(_MARK_CLAIMED, [{"event_id": e[0], "claimed_at": now} for e in events])
+        floor = max(after, upto - LATE_COMMIT_WINDOW)
+        conn.execute(_FORGET_CLAIMED, {"floor": floor})
         claimed: list[tuple[str, list[SessionTarget]]] = []
         for event_id, etype, payload in events:
             kind, identities = affected(etype, payload)
@@ -262,9 +296,9 @@ class Enforcer:
                 if targets:
                     claimed.append((trigger, targets))
         if cursor is None:
-            conn.execute(_NEW_CURSOR, {"value": str(upto)})
+            conn.execute(_NEW_CURSOR, {"value": str(floor)})
         else:
-            conn.execute(_MOVE_CURSOR, {"value": str(upto)})
+            conn.execute(_MOVE_CURSOR, {"value": str(floor)})
         return claimed, upto
 
     def _requests(self, conn: Connection, identities: Iterable[str], kind: str, trigger: str,
@@ -319,13 +353,16 @@ class Enforcer:
         def take(conn: Connection) -> list[tuple[str, SessionTarget]]:
             rows = conn.execute(_STRANDED, {"older": at - RESUME_AFTER,
                                             "newer": at - RESUME_WITHIN}).all()
-            live = [r for r in rows if r.secret is not None]
             gone = [r.id for r in rows if r.secret is None]
             if gone:
                 conn.execute(_ABANDON, {"ids": gone})
+            # Taken only if still pending: of two nodes starting together, one sends each.
+            live = {r.id: r for r in rows if r.secret is not None}
+            taken = set(conn.execute(_RESENDING, {"ids": list(live)}).scalars()) if live else ()
             return [(r.trigger, SessionTarget(r.id, r.kind, r.identity, r.nas, r.nas_address,
                                               r.secret.encode(), r.vendor, r.acct_session_id,
-                                              r.user_name, r.mac)) for r in live]
+                                              r.user_name, r.mac))
+                    for rid, r in live.items() if rid in taken]
 
         stranded = await self.db.run_write(take)
         if not stranded:

@@ -406,3 +406,13 @@ class AgentProofNonce(Base):
     #: sha256 of the certificate fingerprint and the proof's nonce, hex.
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+
+class EnforcedEvent(Base):
+    """An outbox event the enforcer has claimed (above its shared cursor only): an event
+    whose transaction committed after a later one's is still found, and claimed once."""
+
+    __tablename__ = "enforced_events"
+
+    event_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    claimed_at: Mapped[dt.datetime]

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import insert, select, update
 
+from nhi_nac import enforcement
 from nhi_nac.coa import CoaLimits, CoaSender
 from nhi_nac.domain import IdentityRef
 from nhi_nac.enforcement import CURSOR_KEY, Enforcer, coa_sender, coa_status
 from nhi_nac.inventory import Inventory, NewIdentity
 from nhi_nac.radius.codec import decode_packet, encode_response
-from nhi_nac.storage.models import AuditRecord, RadiusSession, Setting
+from nhi_nac.storage.models import AuditRecord, OutboxEvent, RadiusSession, Setting
 
 SECRET = "enforcer-cursor-shared-secret"
 
@@ -161,3 +163,35 @@ async def test_two_nodes_starting_at_once_share_one_cursor(inventory: Inventory)
         await other.commit()
     await starting
     assert node._last_event == 41
+
+
+async def test_an_event_committed_after_a_later_one_is_still_enforced(
+        inventory: Inventory, das: tuple[FakeDas, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outbox ids are taken at insert and seen at commit: a suspension whose transaction
+    commits after later events' — one of them enforced and claimed — must not be passed
+    over (the look back every few seconds, made immediate here, finds it)."""
+    if inventory.db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises writers: ids are seen in order")
+    monkeypatch.setattr(enforcement, "LATE_LOOK_SECONDS", 0.0)
+    responder, port = das
+    await _fleet(inventory)
+    node = _node(inventory, port)
+    await node.start()
+    async with inventory.db.engine.connect() as slow:
+        await slow.execute(insert(OutboxEvent).values(
+            event_id=str(uuid.uuid4()), type="identity.suspended", at=inventory.clock(),
+            payload={"identity": "device/printer", "from": "active", "to": "suspended"},
+            published_at=None))
+        await inventory.add_owner("later@example.com", "Later", actor="t")  # a later id
+        assert await node.check() == 0  # the suspension is not visible yet
+        # A later enforced change commits and is claimed: the shared cursor moves on.
+        await inventory.set_status(IdentityRef.parse("device/camera"), "suspended", actor="t")
+        assert await node.check() == 1
+        await slow.commit()
+    assert await node.check() == 1
+    assert [r["identity"] for r in await coa_status(inventory.db)] == [
+        "device/camera", "device/printer"]
+    assert await node.check() == 0  # each claimed once
+    other = _node(inventory, port)  # nor does another node claim them again
+    await other.start()
+    assert await other.check() == 0
