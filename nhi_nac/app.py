@@ -227,13 +227,13 @@ async def _govern(agents: AgentService, governance: Governance, rescan_seconds: 
             if rescan_seconds and loop.time() >= next_full and await governance.changed():
                 next_full = loop.time() + rescan_seconds
                 next_scan = loop.time() + BEHAVIOUR_SCAN_SECONDS
-                result = await governance.scan()
+                result = await governance.scan(wait=False)  # another node may be on it
                 if result.opened or result.resolved:
                     log.info("governance.rescan", opened=list(result.opened),
                              resolved=list(result.resolved))
             if loop.time() >= next_scan:
                 next_scan = loop.time() + BEHAVIOUR_SCAN_SECONDS
-                result = await governance.scan(behaviour_only=True)
+                result = await governance.scan(behaviour_only=True, wait=False)
                 if result.opened:
                     log.warning("governance.behaviour", opened=list(result.opened))
         except Exception:  # noqa: BLE001 - try again on the next tick

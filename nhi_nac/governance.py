@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -109,6 +109,8 @@ class ScanResult:
     opened: tuple[str, ...]
     resolved: tuple[str, ...]
     open_total: int
+    #: Another node was scanning at that moment (``scan(wait=False)`` only).
+    skipped: bool = False
 
     def describe(self) -> str:
         return (f"{len(self.opened)} opened, {len(self.resolved)} resolved, "
@@ -475,9 +477,11 @@ class Governance:
             lambda conn: queries.changed_since(conn, mark, _RESCAN_EVENT))
         return hit
 
-    async def scan(self, behaviour_only: bool = False) -> ScanResult:
+    async def scan(self, behaviour_only: bool = False, wait: bool = True) -> ScanResult:
         """Detect, reconcile and act; ``behaviour_only`` runs just the agent rules (the
-        cheap, frequent pass of ``nhi-nac serve``)."""
+        cheap, frequent pass of ``nhi-nac serve``). On PostgreSQL one node scans at a
+        time (a transaction-scoped advisory lock): ``wait=False`` (the service's own
+        rescans) skips a scan another node is running instead of repeating it."""
         now = self.inventory.clock()
         if behaviour_only:
             # The frequent pass: decide with reads whether anything is to change, so that
@@ -492,6 +496,9 @@ class Governance:
             if quiet:
                 return ScanResult((), (), 0)
         async with self.inventory.db.transaction() as s:
+            # SQLite has one writer at a time already.
+            if not self.inventory.db.is_sqlite and not await _scan_lock(s, wait):
+                return ScanResult((), (), 0, skipped=True)
             found = [] if behaviour_only else await detect(s, self.policy, now)
             found += await detect_behaviour(s, self.agents, now)
             types: tuple[str, ...] = BEHAVIOUR_TYPES if behaviour_only else FINDING_TYPES
@@ -610,3 +617,16 @@ async def rotations_due(s: AsyncSession, policy: GovernanceConfig, now: dt.datet
 def _view(f: Finding) -> FindingView:
     return FindingView(f.id, f.type, f.subject, f.severity, f.state, dict(f.evidence),
                        f.first_seen, f.last_seen, f.acknowledged_by, f.resolved_at)
+
+
+#: PostgreSQL advisory lock key of the governance scan ("nhi-gov" in ASCII).
+SCAN_LOCK_KEY = 0x6E68692D676F76
+
+
+async def _scan_lock(s: AsyncSession, wait: bool) -> bool:
+    """Take the scan lock for this transaction (PostgreSQL)."""
+    if wait:
+        await s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCAN_LOCK_KEY})
+        return True
+    return bool(await s.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"),
+                               {"key": SCAN_LOCK_KEY}))

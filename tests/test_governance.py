@@ -190,3 +190,31 @@ async def test_drift_when_accounting_shows_another_vlan(inv: Inventory) -> None:
         assert row is not None
         row.vlan = 120
     assert "drift device/mfp" in (await gov.scan()).resolved
+
+
+async def test_one_node_scans_at_a_time(inv: Inventory, gov: Governance) -> None:
+    """Several nodes rescan after the same change; on PostgreSQL the service's own scan
+    skips while another node's is running, and an operator's scan waits for it, so one
+    finding is never opened twice (before, the second node failed on the unique key)."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    from nhi_nac.governance import SCAN_LOCK_KEY
+
+    if not inv.db.engine.dialect.name == "postgresql":
+        pytest.skip("SQLite has one writer at a time: scans are serialised already")
+    await inv.add_owner("alice@example.com", "Alice", actor="t")
+    await inv.add_identity(NewIdentity.build("service_account", "etl", "alice@example.com"),
+                           actor="t")
+    await inv.offboard_owner("alice@example.com", actor="t")
+    async with inv.db.engine.connect() as other_node:
+        await other_node.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCAN_LOCK_KEY})
+        skipped = await gov.scan(wait=False)
+        assert skipped.skipped and skipped.opened == ()
+        assert await gov.findings() == []
+        waiting = asyncio.create_task(gov.scan())
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        await other_node.commit()  # the other node's scan ends
+    assert (await waiting).opened == ("orphaned service_account/etl",)
