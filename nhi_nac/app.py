@@ -126,7 +126,8 @@ async def _keep_ca_fresh(ca: CaService, tls: ssl.SSLContext | None = None,
     that runs for weeks)."""
     loop = asyncio.get_running_loop()
     checked = loop.time()
-    watched = _ServiceCertificates(ca, tls, radius)
+    # Re-issuing loads the new OCSP responder itself; other processes load it on change.
+    watched = _ServiceCertificates(ca, tls, radius, ocsp=not reissue)
     while True:
         await asyncio.sleep(CA_REFRESH_SECONDS)
         try:
@@ -153,9 +154,10 @@ class _ServiceCertificates:
     """The files of the service's own certificates, and what to reload when one changes."""
 
     def __init__(self, ca: CaService, tls: ssl.SSLContext | None,
-                 radius: RadiusNode | None) -> None:
-        self.watch: list[tuple[str, Callable[[], object]]] = [
-            (str(ca.dir / "ocsp.pem"), ca.load)]
+                 radius: RadiusNode | None, ocsp: bool) -> None:
+        self.watch: list[tuple[str, Callable[[], object]]] = []
+        if ocsp:
+            self.watch.append((str(ca.dir / "ocsp.pem"), ca.load))
         if tls is not None:
             self.watch.append((_api_certificate_files(ca.config)[0],
                                lambda: _load_api_certificate(tls, ca.config)))

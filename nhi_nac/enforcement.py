@@ -278,8 +278,7 @@ class Enforcer:
         writing a pending request per live session of the identities they affect (see
         the class); then raise the cursor to ``LATE_COMMIT_WINDOW`` ids below what is
         now claimed, so that an event committed late, below that, is still found."""
-        cursor = conn.execute(_CURSOR_FOR_UPDATE).scalar()
-        after = int(cursor) if cursor is not None else 0
+        after = int(conn.execute(_CURSOR_FOR_UPDATE).scalar_one())  # made by start()
         newest = queries.newest_event(conn)
         events = conn.execute(_ENFORCED_AFTER, {"after": after}).all()
         upto = events[-1][0] if len(events) >= ENFORCE_BATCH else newest
@@ -295,10 +294,7 @@ class Enforcer:
                 targets = self._requests(conn, identities, kind, trigger, now)
                 if targets:
                     claimed.append((trigger, targets))
-        if cursor is None:
-            conn.execute(_NEW_CURSOR, {"value": str(floor)})
-        else:
-            conn.execute(_MOVE_CURSOR, {"value": str(floor)})
+        conn.execute(_MOVE_CURSOR, {"value": str(floor)})
         return claimed, upto
 
     def _requests(self, conn: Connection, identities: Iterable[str], kind: str, trigger: str,
@@ -319,9 +315,7 @@ class Enforcer:
              "nas_address": address, "acct_session_id": r.acct_session_id, "kind": how,
              "status": "pending", "attempts": 0} for how, address, r in planned
         ]).scalars().all() if planned else []
-        targets = [SessionTarget(request_id, how, r.identity, r.nas, address,
-                                 r.secret.encode(), r.vendor, r.acct_session_id, r.user_name,
-                                 r.mac)
+        targets = [_target(request_id, how, address, r)
                    for request_id, (how, address, r) in zip(ids, planned, strict=True)]
         # Every enforcement is audited, traced back to the identity's human owner.
         touched: dict[str, list[str]] = {}
@@ -334,14 +328,6 @@ class Enforcer:
               "owner": owners.get(ident)})
             for ident, sessions in sorted(touched.items())], now)
         return targets
-
-    async def enforce(self, identities: Iterable[str], kind: str, trigger: str) -> int:
-        """Act on ``identities`` now (not from the outbox); returns the requests sent."""
-        targets = await self.db.run_write(
-            lambda conn: self._requests(conn, identities, kind, trigger, self.clock()))
-        if targets and self.prepare is not None:
-            await self.prepare()
-        return await self._send(targets, trigger)
 
     async def resume(self, now: dt.datetime | None = None) -> int:
         """Send again the requests a node wrote but never saw answered (it stopped
@@ -359,9 +345,7 @@ class Enforcer:
             # Taken only if still pending: of two nodes starting together, one sends each.
             live = {r.id: r for r in rows if r.secret is not None}
             taken = set(conn.execute(_RESENDING, {"ids": list(live)}).scalars()) if live else ()
-            return [(r.trigger, SessionTarget(r.id, r.kind, r.identity, r.nas, r.nas_address,
-                                              r.secret.encode(), r.vendor, r.acct_session_id,
-                                              r.user_name, r.mac))
+            return [(r.trigger, _target(rid, r.kind, r.nas_address, r))
                     for rid, r in live.items() if rid in taken]
 
         stranded = await self.db.run_write(take)
@@ -419,6 +403,12 @@ class Enforcer:
                     await self.resume()
             except Exception:  # noqa: BLE001 - keep enforcing after a failure
                 log.warning("coa.enforce_failed", exc_info=True)
+
+
+def _target(request_id: int, kind: str, address: str, row: Any) -> SessionTarget:
+    """A request to send, from a row with the session's and its NAS's columns."""
+    return SessionTarget(request_id, kind, row.identity, row.nas, address, row.secret.encode(),
+                         row.vendor, row.acct_session_id, row.user_name, row.mac)
 
 
 def _owners(conn: Connection, refs: list[str]) -> dict[str, str]:
