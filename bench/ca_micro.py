@@ -5,7 +5,8 @@ Prints figures; asserts nothing. Usage::
     .venv/bin/python bench/ca_micro.py [--seconds 3] [--crl 100000] [--key-type p256]
 
 - ``cryptography baseline``: CertificateBuilder + sign of a comparable leaf, no policy;
-- ``issue(public_key)``: the issuer with the key already checked;
+- ``issue(public_key)``: the issuer with the key already checked (its DER template);
+- ``issue(public_key), builder``: the same through the builder fallback, for comparison;
 - ``issue_for_csr(csr PEM)``: CSR parse + checks + issue, the enrollment path;
 - ``CRL build``: one-pass build of N revoked entries, signed;
 - ``OCSP respond``: parse a request with nonce, look up, sign a response.
@@ -66,9 +67,21 @@ def main() -> None:
         crl_url="http://ca.nhi.example/crl",
         ocsp_url="http://ca.nhi.example/ocsp",
     )
+    # The same issuer with its template off: every leaf through x509.CertificateBuilder.
+    builder_issuer = CertificateIssuer(
+        ca,
+        "nhi.example",
+        crl_url="http://ca.nhi.example/crl",
+        ocsp_url="http://ca.nhi.example/ocsp",
+    )
+    builder_issuer._template = None
     leaf = generate_private_key(args.key_type)
     csr = build_csr(leaf, "spiffe://nhi.example/workload/api")
-    print(f"key type {args.key_type}, {args.seconds:.0f} s per figure, one core\n")
+    template = "on" if issuer._template is not None else "off (probe failed: builder)"
+    print(
+        f"key type {args.key_type}, {args.seconds:.0f} s per figure, one core, "
+        f"DER template {template}\n"
+    )
 
     def baseline() -> bytes:
         return (
@@ -95,6 +108,11 @@ def main() -> None:
         "issue(public_key)",
         args.seconds,
         lambda: issuer.issue(leaf.public_key(), "workload", "api", "workload", now),
+    )
+    rate(
+        "issue(public_key), builder",
+        args.seconds,
+        lambda: builder_issuer.issue(leaf.public_key(), "workload", "api", "workload", now),
     )
     rate(
         "issue_for_csr(csr PEM)",

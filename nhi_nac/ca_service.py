@@ -43,6 +43,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import ipaddress
+import json
 import os
 import secrets
 import tempfile
@@ -50,7 +51,7 @@ import uuid
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from cryptography import x509
@@ -80,7 +81,7 @@ from nhi_nac.errors import (
 from nhi_nac.inventory import Inventory
 from nhi_nac.outbox import add_event
 from nhi_nac.radius_service import TLS_DIR
-from nhi_nac.storage import queries
+from nhi_nac.storage import queries, sqlite_raw
 from nhi_nac.storage.models import (
     Credential,
     EnrollmentToken,
@@ -884,6 +885,28 @@ _RENEW_LOOKUP = (
     .where(Credential.serial == bindparam("serial"), Credential.type == "certificate")
 )
 _INSERT_EVENT = insert(table_of(OutboxEvent))
+# The same statements as raw SQLite (storage.sqlite_raw; IN lists filled with .format).
+_SQLITE_ENROLL_TOKENS = (
+    "SELECT t.id, t.token_hash, t.expires_at, t.used_at, i.id, i.kind, i.name, i.status, "
+    "i.scope, i.parent_id, o.status, o.email FROM enrollment_tokens t "
+    "JOIN identities i ON i.id = t.identity_id JOIN owners o ON o.id = i.owner_id "
+    "WHERE t.token_hash IN ({})")
+_SQLITE_KEY_HOLDERS = (
+    "SELECT c.key_fingerprint, i.kind, i.name FROM credentials c "
+    "JOIN identities i ON i.id = c.identity_id WHERE c.key_fingerprint IN ({})")
+_SQLITE_CONSUME_TOKENS = (
+    "UPDATE enrollment_tokens SET used_at = ? WHERE id IN ({}) AND used_at IS NULL "
+    "AND expires_at > ? AND EXISTS (SELECT 1 FROM identities i JOIN owners o "
+    "ON o.id = i.owner_id WHERE i.id = enrollment_tokens.identity_id "
+    "AND i.status = ? AND o.status = ?) RETURNING id")
+_SQLITE_INSERT_CREDENTIAL = (
+    "INSERT INTO credentials (identity_id, type, serial, fingerprint, key_fingerprint, "
+    "profile, status, created_at, last_rotated_at, not_before, expires_at, revoked_at, "
+    "revocation_reason, pem) VALUES (?, 'certificate', ?, ?, ?, ?, 'active', ?, NULL, ?, ?, "
+    "NULL, NULL, ?)")
+_SQLITE_MARK_ROTATED = "UPDATE identities SET last_rotated_at = ? WHERE id IN ({})"
+_SQLITE_INSERT_EVENT = ("INSERT INTO event_outbox (event_id, type, at, payload, published_at) "
+                        "VALUES (?, 'certificate.issued', ?, ?, NULL)")
 _REVOKED_ROWS = select(Credential.serial, Credential.revoked_at,
                        Credential.revocation_reason).where(
     Credential.type == "certificate", Credential.status == "revoked")
@@ -982,16 +1005,62 @@ def _read_batch(conn: Connection, batch: Sequence[_PendingEnrollment], now: dt.d
     return candidates, holders, parents
 
 
-def _token_rows(conn: Connection, hashes: Sequence[str]) -> dict[str, Any]:
-    return {r.token_hash: r for r in conn.execute(_ENROLL_TOKENS, {"hashes": list(hashes)})}
+#: Stands in for a NULL that a NOT NULL column cannot hold (keeps the types exact).
+_NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+class _TokenRow(NamedTuple):
+    """A bootstrap token with its identity and owner, as the enrollment batch reads it."""
+
+    token_id: int
+    token_hash: str
+    expires_at: dt.datetime
+    used_at: dt.datetime | None
+    identity_id: int
+    kind: str
+    name: str
+    status: str
+    scope: dict[str, Any]
+    parent_id: int | None
+    owner_status: str
+    owner: str
+
+
+def _token_rows(conn: Connection, hashes: Sequence[str]) -> dict[str, _TokenRow]:
+    cur = sqlite_raw.cursor(conn)
+    if cur is None:
+        return _token_rows_core(conn, hashes)
+    try:
+        rows = cur.execute(_SQLITE_ENROLL_TOKENS.format(sqlite_raw.marks(len(hashes))),
+                           hashes).fetchall()
+    finally:
+        cur.close()
+    at = sqlite_raw.from_db_time
+    return {r[1]: _TokenRow(r[0], r[1], at(r[2]) or _NEVER, at(r[3]), r[4], r[5], r[6], r[7],
+                            json.loads(r[8]), r[9], r[10], r[11]) for r in rows}
+
+
+def _token_rows_core(conn: Connection, hashes: Sequence[str]) -> dict[str, _TokenRow]:
+    return {r.token_hash: _TokenRow(*r)
+            for r in conn.execute(_ENROLL_TOKENS, {"hashes": list(hashes)})}
 
 
 def _key_holders(conn: Connection, fingerprints: Sequence[str]
                  ) -> dict[str, set[tuple[str, str]]]:
     holders: dict[str, set[tuple[str, str]]] = {}
-    if fingerprints:
-        for fp, kind, name in conn.execute(_KEY_HOLDERS, {"fps": list(fingerprints)}):
-            holders.setdefault(fp or "", set()).add((kind, name))
+    if not fingerprints:
+        return holders
+    cur = sqlite_raw.cursor(conn)
+    if cur is None:
+        rows: Iterable[Any] = conn.execute(_KEY_HOLDERS, {"fps": list(fingerprints)})
+    else:
+        try:
+            rows = cur.execute(_SQLITE_KEY_HOLDERS.format(sqlite_raw.marks(len(fingerprints))),
+                               fingerprints).fetchall()
+        finally:
+            cur.close()
+    for fp, kind, name in rows:
+        holders.setdefault(fp or "", set()).add((kind, name))
     return holders
 
 
@@ -1005,8 +1074,7 @@ def _store_issued(conn: Connection,
     each token is unused and unexpired and its identity and owner are active: of two
     uses of one token (two batches, two nodes) exactly one finds it unused.
     """
-    burned = set(conn.execute(_CONSUME_TOKENS, {"ids": [c.token_id for c, _ in accepted],
-                                                "now": now}).scalars())
+    burned = _consume_tokens(conn, [c.token_id for c, _ in accepted], now)
     _record_issued(conn, [(c.identity_id, c.ref, f"enroll:{c.ref}", cert, {})
                           for c, cert in accepted if c.token_id in burned], now)
     return burned
@@ -1020,23 +1088,59 @@ def _record_issued(conn: Connection,
     rotation, one audit record and one ``certificate.issued`` event each."""
     if not issued:
         return
-    conn.execute(_INSERT_CREDENTIAL, [
-        {"identity_id": identity_id, "type": "certificate", "serial": format(cert.serial, "x"),
-         "fingerprint": cert.fingerprint_sha256, "key_fingerprint": cert.key_fingerprint,
-         "profile": cert.profile, "status": "active", "created_at": now,
-         "last_rotated_at": None, "not_before": cert.not_before, "expires_at": cert.not_after,
-         "revoked_at": None, "revocation_reason": None, "pem": cert.pem.decode()}
-        for identity_id, _ref, _actor, cert, _extra in issued])
-    conn.execute(_MARK_ROTATED, {"ids": sorted({i[0] for i in issued}), "now": now})
     details = [(ref, actor, {"serial": format(cert.serial, "x"), "profile": cert.profile,
                              "not_after": cert.not_after.isoformat(), **extra})
                for _id, ref, actor, cert, extra in issued]
+    identity_ids = sorted({i[0] for i in issued})
+    cur = sqlite_raw.cursor(conn)
+    if cur is None:
+        conn.execute(_INSERT_CREDENTIAL, [
+            {"identity_id": identity_id, "type": "certificate",
+             "serial": format(cert.serial, "x"), "fingerprint": cert.fingerprint_sha256,
+             "key_fingerprint": cert.key_fingerprint, "profile": cert.profile,
+             "status": "active", "created_at": now, "last_rotated_at": None,
+             "not_before": cert.not_before, "expires_at": cert.not_after, "revoked_at": None,
+             "revocation_reason": None, "pem": cert.pem.decode()}
+            for identity_id, _ref, _actor, cert, _extra in issued])
+        conn.execute(_MARK_ROTATED, {"ids": identity_ids, "now": now})
+        conn.execute(_INSERT_EVENT, [
+            {"event_id": str(uuid.uuid4()), "type": "certificate.issued", "at": now,
+             "payload": {"identity": ref, **after}, "published_at": None}
+            for ref, _actor, after in details])
+    else:
+        at, t = sqlite_raw.db_time(now), sqlite_raw.db_time
+        try:
+            cur.executemany(_SQLITE_INSERT_CREDENTIAL, [
+                (identity_id, format(cert.serial, "x"), cert.fingerprint_sha256,
+                 cert.key_fingerprint, cert.profile, at, t(cert.not_before),
+                 t(cert.not_after), cert.pem.decode())
+                for identity_id, _ref, _actor, cert, _extra in issued])
+            cur.execute(_SQLITE_MARK_ROTATED.format(sqlite_raw.marks(len(identity_ids))),
+                        [at, *identity_ids])
+            cur.executemany(_SQLITE_INSERT_EVENT, [
+                (str(uuid.uuid4()), at, json.dumps({"identity": ref, **after}))
+                for ref, _actor, after in details])
+        finally:
+            cur.close()
     audit.append_many_sync(conn, [(actor, "certificate.issue", ref, None, after)
                                   for ref, actor, after in details], now)
-    conn.execute(_INSERT_EVENT, [
-        {"event_id": str(uuid.uuid4()), "type": "certificate.issued", "at": now,
-         "payload": {"identity": ref, **after}, "published_at": None}
-        for ref, _actor, after in details])
+
+
+def _consume_tokens(conn: Connection, token_ids: Sequence[int], now: dt.datetime) -> set[int]:
+    """Mark the tokens used, if each is still unused and unexpired and its identity and
+    owner are active; returns the ids so marked."""
+    cur = sqlite_raw.cursor(conn)
+    if cur is None:
+        return set(conn.execute(_CONSUME_TOKENS, {"ids": list(token_ids), "now": now})
+                   .scalars())
+    at = sqlite_raw.db_time(now)
+    try:
+        return {r[0] for r in cur.execute(
+            _SQLITE_CONSUME_TOKENS.format(sqlite_raw.marks(len(token_ids))),
+            [at, *token_ids, at, IdentityStatus.ACTIVE.value, OwnerStatus.ACTIVE.value]
+        ).fetchall()}
+    finally:
+        cur.close()
 
 
 def _revoked_rows(conn: Connection) -> Sequence[Any]:

@@ -12,30 +12,45 @@ Every leaf (RFC 5280 §4.1, SPIFFE X.509-SVID §4, §5):
 - a validity within the profile's maximum and within the CA's own life. A
   request beyond either is refused with the reason; it is never trimmed.
 
-Per-issuance speed matters (thousands per second per core), so everything that
+Per-issuance speed matters (thousands per second per core). Everything that
 does not depend on the request — issuer name, AKI, CRL DP, AIA, basic
-constraints, key usages, EKUs per profile — is built once in ``__init__`` as
-finished ``x509.Extension`` objects and handed to the builder's constructor.
+constraints, key usages, EKUs per profile — is DER-encoded once in ``__init__``,
+and a leaf's TBSCertificate (§4.1) is written by concatenating those bytes with
+the few values that change per leaf (serial, validity, subject, key, SAN, SKI),
+then signed with the CA key directly: ``x509.CertificateBuilder`` costs several
+times the signature itself. The template is trusted only once proven: in
+``__init__`` probe leaves are built both ways and their TBS bytes compared; an
+issuer whose template differs in any byte (a cryptography upgrade that encodes
+something otherwise, a CA key we cannot sign with directly) keeps building
+every leaf with ``x509.CertificateBuilder``.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 import secrets
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.x509.oid import (
+    AuthorityInformationAccessOID,
+    ExtendedKeyUsageOID,
+    ExtensionOID,
+    NameOID,
+)
 
+from pki import der
 from pki.csr import KeyBindings, ParsedCsr, check_csr
 from pki.errors import LocalError, PolicyViolation
 from pki.hierarchy import IssuingCa
-from pki.keys import PublicKey, public_key_fingerprint, signature_hash
+from pki.keys import PrivateKey, PublicKey, SignatureHash, public_key_fingerprint, signature_hash
 from pki.names import SpiffeId, check_dns_name, check_trust_domain
 from pki.profiles import PROFILES, Profile
 
@@ -45,6 +60,19 @@ SERIAL_BITS = 159
 MAX_COMMON_NAME = 64
 #: A caller asking for more DNS names than this is doing something else.
 MAX_DNS_NAMES = 32
+
+_COMMON_NAME_OID = der.object_identifier(NameOID.COMMON_NAME.dotted_string)
+_SAN_OID = der.object_identifier(ExtensionOID.SUBJECT_ALTERNATIVE_NAME.dotted_string)
+_SKI_OID = der.object_identifier(ExtensionOID.SUBJECT_KEY_IDENTIFIER.dotted_string)
+#: RFC 5280 §4.2.1.6 GeneralName choices we write, context-specific IMPLICIT primitives:
+#: [2] dNSName, [6] uniformResourceIdentifier, [7] iPAddress.
+_DNS_NAME_TAG = 0x82
+_URI_TAG = 0x86
+_IP_ADDRESS_TAG = 0x87
+#: RFC 5280 §4.1: ``extensions [3] EXPLICIT``, context-specific and constructed.
+_EXTENSIONS_TAG = 0xA3
+#: RFC 7468 §2: base64 lines of exactly 64 characters, the last one shorter.
+_PEM_LINE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +96,66 @@ class _Plan:
     profile: Profile
     not_before: datetime
     not_after: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _Leaf:
+    """What one leaf says beyond its issuer's fixed parts: the input of either encoder.
+
+    ``common_name`` is None when the subject is empty (the name is too long for
+    a CN); ``rsa_server`` selects the key usage with keyEncipherment.
+    """
+
+    serial: int
+    not_before: datetime
+    not_after: datetime
+    common_name: str | None
+    public_key: PublicKey
+    san: x509.SubjectAlternativeName
+    profile: str
+    rsa_server: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _ProbeShape:
+    serial: int
+    not_before: datetime
+    not_after: datetime
+    common_name: str | None
+    san: x509.SubjectAlternativeName
+
+
+#: The probe leaves (see ``CertificateIssuer._proven_template``) take between them every
+#: path of the template: a serial whose top octet has its high bit set (so DER adds a zero
+#: octet) and a one-octet serial; UTCTime and GeneralizedTime; a CN and an empty subject
+#: with a critical SAN; a SAN with DNS names and IPv4 and IPv6 addresses, and a URI alone.
+#: Their values need not be issuable: probes are compared, never handed out.
+_PROBE_SHAPES = (
+    _ProbeShape(
+        serial=(0x80 << 144) | 0x5A5A,
+        not_before=datetime(2049, 12, 31, 23, 59, 59, tzinfo=UTC),
+        not_after=datetime(2050, 1, 1, tzinfo=UTC),
+        common_name="probe",
+        san=x509.SubjectAlternativeName(
+            [
+                x509.UniformResourceIdentifier("spiffe://probe.example/probe/probe"),
+                x509.DNSName("probe.example"),
+                x509.DNSName("b.probe.example"),
+                x509.IPAddress(ipaddress.ip_address("192.0.2.1")),
+                x509.IPAddress(ipaddress.ip_address("2001:db8::1")),
+            ]
+        ),
+    ),
+    _ProbeShape(
+        serial=1,
+        not_before=datetime(2025, 1, 1, tzinfo=UTC),
+        not_after=datetime(2025, 1, 2, tzinfo=UTC),
+        common_name=None,
+        san=x509.SubjectAlternativeName(
+            [x509.UniformResourceIdentifier("spiffe://probe.example/probe/" + "p" * 65)]
+        ),
+    ),
+)
 
 
 def new_serial() -> int:
@@ -163,6 +251,8 @@ class CertificateIssuer:
         self._ku_signature = _fixed(_key_usage(key_encipherment=False), critical=True)
         self._ku_rsa_server = _fixed(_key_usage(key_encipherment=True), critical=True)
         self._per_profile = {p.name: self._profile_extensions(p) for p in profiles.values()}
+        # None: this issuer builds every leaf with x509.CertificateBuilder.
+        self._template = self._proven_template()
 
     @staticmethod
     def _profile_extensions(profile: Profile) -> list[x509.Extension[x509.ExtensionType]]:
@@ -267,42 +357,138 @@ class CertificateIssuer:
         if key_fingerprint in self._ca_key_fingerprints:
             raise PolicyViolation("a leaf cannot certify a certificate authority's key")
         name = identity.name
-        subject = x509.Name(
-            [x509.NameAttribute(NameOID.COMMON_NAME, name)] if len(name) <= MAX_COMMON_NAME else []
-        )
-        server_rsa = isinstance(public_key, rsa.RSAPublicKey) and (
-            ExtendedKeyUsageOID.SERVER_AUTH in chosen.extended_key_usages
-        )
-        extensions = [
-            *self._common,
-            self._ku_rsa_server if server_rsa else self._ku_signature,
-            *self._per_profile[chosen.name],
-            # RFC 5280 §4.2.1.6: with an empty subject the SAN MUST be critical.
-            _ext(san, critical=not subject),
-            _ext(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False),
-        ]
-        serial = new_serial()
-        certificate = x509.CertificateBuilder(
-            issuer_name=self._issuer_name,
-            subject_name=subject,
-            public_key=public_key,
-            serial_number=serial,
-            not_valid_before=plan.not_before,
-            not_valid_after=plan.not_after,
-            extensions=extensions,
-        ).sign(self._key, self._hash)
-        der = certificate.public_bytes(serialization.Encoding.DER)
-        return IssuedCertificate(
-            serial=serial,
-            fingerprint_sha256=hashlib.sha256(der).hexdigest(),
+        leaf = _Leaf(
+            serial=new_serial(),
             not_before=plan.not_before,
             not_after=plan.not_after,
-            pem=certificate.public_bytes(serialization.Encoding.PEM),
-            der=der,
+            common_name=name if len(name) <= MAX_COMMON_NAME else None,
+            public_key=public_key,
+            san=san,
+            profile=chosen.name,
+            rsa_server=isinstance(public_key, rsa.RSAPublicKey)
+            and ExtendedKeyUsageOID.SERVER_AUTH in chosen.extended_key_usages,
+        )
+        if self._template is None:
+            certificate, pem = self._build(leaf)
+        else:
+            certificate = self._template.certificate(leaf)
+            pem = _certificate_pem(certificate)
+        return IssuedCertificate(
+            serial=leaf.serial,
+            fingerprint_sha256=hashlib.sha256(certificate).hexdigest(),
+            not_before=plan.not_before,
+            not_after=plan.not_after,
+            pem=pem,
+            der=certificate,
             profile=chosen.name,
             spiffe_id=identity.uri,
             key_fingerprint=key_fingerprint,
         )
+
+    def _fixed_extensions(
+        self, profile: str, rsa_server: bool
+    ) -> list[x509.Extension[x509.ExtensionType]]:
+        """What every leaf of ``profile`` carries before its SAN and SKI, in order."""
+        return [
+            *self._common,
+            self._ku_rsa_server if rsa_server else self._ku_signature,
+            *self._per_profile[profile],
+        ]
+
+    def _build(self, leaf: _Leaf) -> tuple[bytes, bytes]:
+        """``leaf`` built and signed by ``x509.CertificateBuilder``, as DER and PEM.
+
+        The fallback when the template is not proven, and the reference it is
+        proven against.
+        """
+        subject = x509.Name(
+            []
+            if leaf.common_name is None
+            else [x509.NameAttribute(NameOID.COMMON_NAME, leaf.common_name)]
+        )
+        extensions = [
+            *self._fixed_extensions(leaf.profile, leaf.rsa_server),
+            # RFC 5280 §4.2.1.6: with an empty subject the SAN MUST be critical.
+            _ext(leaf.san, critical=leaf.common_name is None),
+            _ext(x509.SubjectKeyIdentifier.from_public_key(leaf.public_key), critical=False),
+        ]
+        certificate = x509.CertificateBuilder(
+            issuer_name=self._issuer_name,
+            subject_name=subject,
+            public_key=leaf.public_key,
+            serial_number=leaf.serial,
+            not_valid_before=leaf.not_before,
+            not_valid_after=leaf.not_after,
+            extensions=extensions,
+        ).sign(self._key, self._hash)
+        return (
+            certificate.public_bytes(serialization.Encoding.DER),
+            certificate.public_bytes(serialization.Encoding.PEM),
+        )
+
+    def _proven_template(self) -> _LeafTemplate | None:
+        """This issuer's DER template, or None unless it writes exactly what the builder writes.
+
+        Probe leaves, between them covering every fixed-extension variant and
+        every probe shape, are built by the builder and by the template from the
+        same inputs, and their TBS bytes compared; the first probe signed by the
+        template must also verify under the CA certificate. Any difference, any
+        error on the way, or a CA key the template cannot sign with leaves this
+        issuer on the builder.
+        """
+        sign = _direct_signer(self._key, self._hash)
+        variants = self._extension_variants()
+        if sign is None or not variants:
+            return None
+        probes = self._probe_leaves(variants)
+        try:
+            references = [self._build(leaf)[0] for leaf in probes]
+            fixed = {
+                variant: b"".join(_extension_der(e) for e in self._fixed_extensions(*variant))
+                for variant in variants
+            }
+            template = _LeafTemplate(references[0], fixed, sign)
+            for leaf, reference in zip(probes, references, strict=True):
+                expected = x509.load_der_x509_certificate(reference).tbs_certificate_bytes
+                if template.tbs(leaf) != expected:
+                    return None
+            signed = x509.load_der_x509_certificate(template.certificate(probes[0]))
+            signed.verify_directly_issued_by(self.ca.certificate)
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+            return None
+        return template
+
+    def _extension_variants(self) -> list[tuple[str, bool]]:
+        """Every (profile, RSA server key usage) a leaf can have; the latter needs serverAuth."""
+        return [
+            (p.name, rsa_server)
+            for p in self.profiles.values()
+            for rsa_server in (False, True)
+            if not rsa_server or ExtendedKeyUsageOID.SERVER_AUTH in p.extended_key_usages
+        ]
+
+    @staticmethod
+    def _probe_leaves(variants: Sequence[tuple[str, bool]]) -> list[_Leaf]:
+        """Leaves that between them use every variant and every probe shape, on a fresh key."""
+        # A P-256 key, as most leaves have; any other key's SPKI is copied the same way.
+        public_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+        probes = []
+        for index in range(max(len(variants), len(_PROBE_SHAPES))):
+            shape = _PROBE_SHAPES[index % len(_PROBE_SHAPES)]
+            profile, rsa_server = variants[index % len(variants)]
+            probes.append(
+                _Leaf(
+                    serial=shape.serial,
+                    not_before=shape.not_before,
+                    not_after=shape.not_after,
+                    common_name=shape.common_name,
+                    public_key=public_key,
+                    san=shape.san,
+                    profile=profile,
+                    rsa_server=rsa_server,
+                )
+            )
+        return probes
 
     @staticmethod
     def _subject_alt_name(
@@ -328,6 +514,147 @@ class CertificateIssuer:
                 raise PolicyViolation("an IP address is requested twice")
             names.extend(x509.IPAddress(a) for a in addresses)
         return x509.SubjectAlternativeName(names)
+
+
+class _LeafTemplate:
+    """One issuer's leaves as DER: fixed bytes around the few values each leaf changes.
+
+    The version, signature AlgorithmIdentifier and issuer Name are cut from
+    ``reference``, a certificate the builder signed for this issuer, so they
+    are the builder's own bytes for this CA key and hash. ``fixed_extensions``
+    maps (profile, RSA server key usage) to the DER of the extensions before
+    SAN and SKI. ``sign`` signs TBS bytes with the CA key.
+    """
+
+    def __init__(
+        self,
+        reference: bytes,
+        fixed_extensions: Mapping[tuple[str, bool], bytes],
+        sign: Callable[[bytes], bytes],
+    ) -> None:
+        certificate = der.split(reference)
+        if len(certificate) != 3:
+            raise ValueError("the reference is not a Certificate (RFC 5280 §4.1)")
+        tbs = der.split(certificate[0])
+        if len(tbs) < 4:
+            raise ValueError("the reference's TBSCertificate is too short (RFC 5280 §4.1)")
+        # TBSCertificate: version, serialNumber, signature, issuer, validity, subject, ...
+        # The signature field repeats the outer signatureAlgorithm (§4.1.2.3).
+        self._version = tbs[0]
+        self._signature_algorithm = certificate[1]
+        self._signature_and_issuer = certificate[1] + tbs[3]
+        self._fixed_extensions = dict(fixed_extensions)
+        self._ca_sign = sign
+
+    def tbs(self, leaf: _Leaf) -> bytes:
+        """The DER TBSCertificate of ``leaf`` (RFC 5280 §4.1.2)."""
+        spki = leaf.public_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        extensions = der.sequence(
+            self._fixed_extensions[leaf.profile, leaf.rsa_server],
+            # RFC 5280 §4.2.1.6: with an empty subject the SAN MUST be critical.
+            _san_extension(leaf.san, critical=leaf.common_name is None),
+            _ski_extension(spki),
+        )
+        return der.sequence(
+            self._version,
+            der.integer(leaf.serial),
+            self._signature_and_issuer,
+            der.sequence(der.time(leaf.not_before), der.time(leaf.not_after)),
+            _subject(leaf.common_name),
+            spki,
+            der.tlv(_EXTENSIONS_TAG, extensions),
+        )
+
+    def certificate(self, leaf: _Leaf) -> bytes:
+        """``leaf`` signed, as DER: SEQUENCE { tbs, signatureAlgorithm, signatureValue }."""
+        tbs = self.tbs(leaf)
+        # §4.1.1.3: the signature is a BIT STRING; whole octets, so no unused bits.
+        signature = der.tlv(der.BIT_STRING, b"\x00" + self._ca_sign(tbs))
+        return der.sequence(tbs, self._signature_algorithm, signature)
+
+
+def _direct_signer(
+    key: PrivateKey, algorithm: SignatureHash | None
+) -> Callable[[bytes], bytes] | None:
+    """Sign bytes with ``key`` as ``CertificateBuilder.sign(key, algorithm)`` does, if we know how.
+
+    None for a key we do not know: its issuer keeps the builder.
+    """
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign
+    if algorithm is None:
+        return None
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        ecdsa = ec.ECDSA(algorithm)
+        return lambda data: key.sign(data, ecdsa)
+    if isinstance(key, rsa.RSAPrivateKey):
+        # The builder's RSA default: PKCS #1 v1.5 (RFC 8017 §8.2), not PSS.
+        pkcs1 = padding.PKCS1v15()
+        return lambda data: key.sign(data, pkcs1, algorithm)
+    return None
+
+
+def _extension(oid: bytes, critical: bool, value: bytes) -> bytes:
+    """RFC 5280 §4.1: Extension ::= SEQUENCE { extnID, critical DEFAULT FALSE, extnValue }.
+
+    DER leaves out a value equal to its DEFAULT (X.690 §11.5): no BOOLEAN when
+    the extension is not critical.
+    """
+    return der.sequence(oid, der.TRUE if critical else b"", der.tlv(der.OCTET_STRING, value))
+
+
+def _extension_der(extension: x509.Extension[x509.ExtensionType]) -> bytes:
+    """One of the issuer's fixed extensions, encoded once."""
+    return _extension(
+        der.object_identifier(extension.oid.dotted_string),
+        extension.critical,
+        extension.value.public_bytes(),
+    )
+
+
+def _subject(common_name: str | None) -> bytes:
+    """RFC 5280 §4.1.2.6: one RDN holding the CN as UTF8String, or the empty Name."""
+    if common_name is None:
+        return der.sequence()
+    attribute = der.sequence(_COMMON_NAME_OID, der.tlv(der.UTF8_STRING, common_name.encode()))
+    return der.sequence(der.tlv(der.SET, attribute))
+
+
+def _san_extension(san: x509.SubjectAlternativeName, critical: bool) -> bytes:
+    """RFC 5280 §4.2.1.6: the names in the order given; only the kinds we issue."""
+    names = []
+    for name in san:
+        if isinstance(name, x509.UniformResourceIdentifier):
+            names.append(der.tlv(_URI_TAG, name.value.encode("ascii")))
+        elif isinstance(name, x509.DNSName):
+            names.append(der.tlv(_DNS_NAME_TAG, name.value.encode("ascii")))
+        elif isinstance(name, x509.IPAddress) and isinstance(
+            name.value, ipaddress.IPv4Address | ipaddress.IPv6Address
+        ):
+            names.append(der.tlv(_IP_ADDRESS_TAG, name.value.packed))
+        else:
+            raise ValueError(f"no template for a {type(name).__name__} subject alternative name")
+    return _extension(_SAN_OID, critical, der.sequence(*names))
+
+
+def _ski_extension(spki: bytes) -> bytes:
+    """RFC 5280 §4.2.1.2 method (1), as ``SubjectKeyIdentifier.from_public_key`` computes it.
+
+    The SHA-1 of the subjectPublicKey BIT STRING's value, its unused-bits
+    octet left out; SHA-1 here names a key, it protects nothing.
+    """
+    bit_string = der.contents(der.split(spki)[1])
+    digest = hashlib.sha1(bit_string[1:], usedforsecurity=False).digest()
+    return _extension(_SKI_OID, False, der.tlv(der.OCTET_STRING, digest))
+
+
+def _certificate_pem(certificate: bytes) -> bytes:
+    """RFC 7468 §2 text of a DER certificate, byte for byte what ``public_bytes(PEM)`` writes."""
+    body = base64.b64encode(certificate)
+    lines = b"\n".join(body[i : i + _PEM_LINE] for i in range(0, len(body), _PEM_LINE))
+    return b"-----BEGIN CERTIFICATE-----\n" + lines + b"\n-----END CERTIFICATE-----\n"
 
 
 __all__ = ["CertificateIssuer", "IssuedCertificate", "new_serial"]

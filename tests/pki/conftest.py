@@ -47,8 +47,8 @@ def hierarchy() -> CaHierarchy:
     return create_hierarchy(TRUST_DOMAIN, NOW)
 
 
-@pytest.fixture(scope="session")
-def issuer(hierarchy: CaHierarchy) -> CertificateIssuer:
+def new_issuer(hierarchy: CaHierarchy) -> CertificateIssuer:
+    """An issuer for ``hierarchy``'s issuing CA with the test URLs."""
     return CertificateIssuer(
         hierarchy.issuing,
         TRUST_DOMAIN,
@@ -56,6 +56,11 @@ def issuer(hierarchy: CaHierarchy) -> CertificateIssuer:
         ocsp_url=OCSP_URL,
         ca_issuers_url="http://ca.nhi.example/issuing.der",
     )
+
+
+@pytest.fixture(scope="session")
+def issuer(hierarchy: CaHierarchy) -> CertificateIssuer:
+    return new_issuer(hierarchy)
 
 
 @pytest.fixture(scope="session")
