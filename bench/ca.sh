@@ -24,6 +24,8 @@
 #   CRL_REPS=3 PEER=/work/shared/bench/ca  KEEP=1 keeps the work dir
 #   WORKERS=1 nhi-nac API processes (api.workers; server CPU counts them all)
 #   CFSSL=0 skips the CFSSL rounds, OCSP and CRL (quick nhi-nac-only enrollment iterations)
+#   PG=postgresql://postgres@127.0.0.1 runs nhi-nac on a fresh PostgreSQL database created
+#     there for the run (dropped at the end) instead of SQLite; needed for WORKERS > 1
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -49,7 +51,12 @@ stop_nhi() {
   fi
   NHI_PID=
 }
-cleanup() { stop_nhi; [ "${KEEP:-0}" = 1 ] && echo "work dir kept: $WORK" || rm -rf "$WORK"; }
+PG=${PG:-}; PG_DB=nhi_ca_bench_$$
+cleanup() {
+  stop_nhi
+  [ -n "$PG" ] && psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" || true
+  [ "${KEEP:-0}" = 1 ] && echo "work dir kept: $WORK" || rm -rf "$WORK"
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -69,6 +76,9 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[
 
 echo "# bench/ca $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname): $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')"
 echo "# cfssl $(cfssl version 2>/dev/null | sed -n 's/^Version: //p') (Debian golang-cfssl $(dpkg-query -W -f '${Version}' golang-cfssl 2>/dev/null)); nhi-nac $("$PY" -c 'import importlib.metadata as m; print(m.version("nhi-nac"))') (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet 2>/dev/null || echo '+dirty')); $("$PY" -c 'import cryptography, aiohttp, sys; print("Python", sys.version.split()[0], "cryptography", cryptography.__version__, "aiohttp", aiohttp.__version__)')"
+if [ -n "$PG" ]; then STORE="PostgreSQL $(psql -tA "$PG/postgres" -c 'SHOW server_version') at $PG"
+else STORE="SQLite (the embedded default)"; fi
+echo "# nhi-nac storage: $STORE"
 echo "# enrollment: N=$N per round, C=$C, nhi-nac api.workers=$WORKERS, ROUNDS=$ROUNDS alternating (nhi-nac WARM=$WARM first); OCSP N=$OCSP_N C=$OCSP_C; CRL $CRL_N entries"
 
 # ---------------------------------------------------------------- nhi-nac set-up
@@ -77,7 +87,12 @@ export NHI_NAC_DATA_DIR=$WORK/data NHI_NAC_API_LISTEN=127.0.0.1:$P \
   NHI_NAC_RADIUS_AUTH_PORT=$((P + 1)) NHI_NAC_RADIUS_ACCT_PORT=$((P + 2)) \
   NHI_NAC_RADIUS_LISTEN='["127.0.0.1"]' NHI_NAC_LOG_FORMAT=json NHI_NAC_LOG_LEVEL=info \
   NHI_NAC_API_WORKERS=$WORKERS
-unset NHI_NAC_CONFIG
+unset NHI_NAC_CONFIG NHI_NAC_DATABASE_URL
+if [ -n "$PG" ]; then
+  command -v psql >/dev/null || { echo "missing psql: apt-get install -y postgresql-client" >&2; exit 2; }
+  psql -q "$PG/postgres" -c "CREATE DATABASE $PG_DB" || exit 2
+  export NHI_NAC_DATABASE_URL=$PG/$PG_DB
+fi
 TOTAL=$((WARM + ROUNDS * N))
 t0=$(date +%s.%N)
 "$NHI" init > "$WORK/init.log"

@@ -206,7 +206,7 @@ class AgentService:
         if cached is not None and cached[0] == pem:
             return cached[1]
         certificate = x509.load_pem_x509_certificate(pem.encode())
-        agent_auth.check_issuer(certificate, self.ca._issuer().ca.certificate)
+        agent_auth.check_issuer(certificate, self.ca.issuing_ca().certificate)
         if len(self._certificates) >= CERTIFICATE_CACHE:
             self._certificates.pop(next(iter(self._certificates)))
         self._certificates[serial] = (pem, certificate)

@@ -322,6 +322,10 @@ class CaService:
         assert self.issuer is not None
         return self.issuer
 
+    def issuing_ca(self) -> pki.IssuingCa:
+        """The issuing CA in use (certificate, chain, root), loaded on first use."""
+        return self._issuer().ca
+
     def issue_service_certificates(self, now: dt.datetime, force: bool = False) -> list[str]:
         """The OCSP responder and RADIUS server certificates, when missing or due."""
         issuer, done = self._issuer(), []

@@ -365,7 +365,7 @@ async def cmd_ca_init(a: argparse.Namespace, s: Services) -> int:
 
 
 async def cmd_ca_fingerprint(a: argparse.Namespace, s: Services) -> int:
-    root = s.ca._issuer().ca.root
+    root = s.ca.issuing_ca().root
     fingerprint = root.fingerprint(hashes.SHA256()).hex()
     _emit(a, {"sha256": fingerprint}, lambda: fingerprint)
     return 0

@@ -61,7 +61,7 @@ async def main(entries: int, reps: int, serial: str | None) -> None:
     s = build(config)
     try:
         await s.db.check_schema()
-        ca = s.ca._issuer().ca
+        ca = s.ca.issuing_ca()
         now = dt.datetime.now(dt.UTC)
         revoked = [RevokedEntry(secrets.randbits(127) | 1 << 126,
                                 now - dt.timedelta(seconds=i), REASONS[i % 10])

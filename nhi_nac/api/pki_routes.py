@@ -83,12 +83,11 @@ def _pem(data: bytes) -> web.Response:
 
 
 async def ca_pem(request: web.Request) -> web.Response:
-    issuer = request.app[CA]._issuer()
-    return _pem(issuer.ca.root_pem)
+    return _pem(request.app[CA].issuing_ca().root_pem)
 
 
 async def chain_pem(request: web.Request) -> web.Response:
-    return _pem(request.app[CA]._issuer().ca.chain_pem)
+    return _pem(request.app[CA].issuing_ca().chain_pem)
 
 
 def _cached(request: web.Request, body: bytes, content_type: str, this_update: dt.datetime,
