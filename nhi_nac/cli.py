@@ -27,7 +27,7 @@ from nhi_nac.config import Config, load_config
 from nhi_nac.domain import IdentityRef, format_scope, parse_scope
 from nhi_nac.durations import parse_duration
 from nhi_nac.enforcement import coa_status
-from nhi_nac.enroll_client import enroll, renew, renew_loop, renewal_due
+from nhi_nac.enroll_client import enroll, ensure_not_revoked, renew, renew_loop, renewal_due
 from nhi_nac.errors import NhiError
 from nhi_nac.events import tail_events
 from nhi_nac.governance import SEVERITY
@@ -787,6 +787,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _enroll(a: argparse.Namespace) -> int:
     if a.renew and a.if_due and not renewal_due(a.out):
+        # A revoked certificate fails the unit now, not at its renewal time.
+        ensure_not_revoked(a.server, a.out, a.ca_file)
         _emit(a, {"renewed": False}, lambda: f"not due yet: {a.out}/cert.pem is fresh")
         return 0
     if a.renew:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
+import os
 import random
 import ssl
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,8 +30,14 @@ from nhi_nac.errors import NhiError
 
 #: Seconds to wait for the enrollment server.
 HTTP_TIMEOUT = 30
+#: Largest answer read from the server (a certificate bundle is a few kilobytes).
+MAX_ANSWER_BYTES = 1024 * 1024
 #: After a failed renewal in --loop, wait this long before trying again (bounded back-off).
 RETRY_SECONDS = (5, 15, 60, 300)
+#: While --loop waits to renew, it asks the CA's OCSP responder this often whether the
+#: certificate was revoked, so that a revoked workload stops (and its unit fails) within
+#: this time rather than at its renewal time.
+STATUS_CHECK_SECONDS = 900.0
 
 
 class Refused(NhiError):
@@ -41,12 +49,17 @@ class Refused(NhiError):
 _TRANSIENT = frozenset({408, 425, 429})
 
 
+def _checked_url(server: str, path: str) -> str:
+    """``server`` + ``path``, refused unless it is an http(s) URL."""
+    if not server.startswith(("https://", "http://")):
+        raise NhiError(f"--server must be an http:// or https:// URL, not {server!r}")
+    return server.rstrip("/") + path
+
+
 def _post(url: str, body: dict[str, Any], ca_file: str | None,
           ca_pem: str | None = None) -> dict[str, Any]:
-    if not url.startswith(("https://", "http://")):
-        raise NhiError(f"--server must be an http:// or https:// URL, not {url!r}")
-    req = urllib.request.Request(  # noqa: S310 - scheme checked above
-        url, data=json.dumps(body).encode(), method="POST",
+    req = urllib.request.Request(  # noqa: S310 - the scheme is checked by _checked_url
+        _checked_url(url, ""), data=json.dumps(body).encode(), method="POST",
         headers={"Content-Type": "application/json"})
     data: dict[str, Any] = http_json(req, ca_file, "enrollment refused", ca_pem)
     return data
@@ -95,12 +108,22 @@ def http_json(req: urllib.request.Request, ca_file: str | None, refused: str,
     """Send ``req`` (an http(s) URL the caller has checked) and decode the JSON answer; an
     error answer becomes NhiError with its problem ``detail``. ``ca_file`` or ``ca_pem``
     is what an https:// server must chain to (the system's trust store if neither)."""
+    try:
+        return json.loads(http_bytes(req, ca_file, refused, ca_pem))
+    except ValueError:
+        raise NhiError(f"{req.full_url} did not answer JSON") from None
+
+
+def http_bytes(req: urllib.request.Request, ca_file: str | None, refused: str,
+               ca_pem: str | None = None) -> bytes:
+    """:func:`http_json`'s request, returning the answer's body as it came."""
     url = req.full_url
     ctx = (ssl.create_default_context(cafile=ca_file, cadata=ca_pem)
            if url.startswith("https") else None)
     try:
         with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT, context=ctx) as resp:  # noqa: S310
-            return json.loads(resp.read())
+            body: bytes = resp.read(MAX_ANSWER_BYTES)
+            return body
     except urllib.error.HTTPError as exc:
         try:
             detail = json.loads(exc.read()).get("detail", exc.reason)
@@ -171,12 +194,18 @@ def renewal_due(out: str) -> bool:
 
 
 def renew_loop(server: str, out: str, ca_file: str | None, max_rounds: int | None = None,
-               sleep: Any = time.sleep, rand: Callable[[], float] = random.random) -> None:
+               sleep: Any = time.sleep, rand: Callable[[], float] = random.random,
+               check_every: float = STATUS_CHECK_SECONDS) -> None:
     """Renew at each certificate's renewal time, forever (or ``max_rounds`` times). A
     renewal that could not reach the CA (or got a 5xx, 408 or 429) is retried after a
     growing delay, each drawn at random from its upper half, so that clients which lost
     the CA together do not return together. A refusal (revoked, expired, retired) and an
-    expired certificate end the loop with :class:`Refused`: retrying cannot help."""
+    expired certificate end the loop with :class:`Refused`: retrying cannot help.
+
+    While it waits, every ``check_every`` seconds it asks the CA's OCSP responder about
+    the certificate (:func:`revocation_status`); a revocation ends the loop at once with
+    :class:`Refused`. An answer it cannot get or trust changes nothing: the wait goes on.
+    """
     rounds, failures = 0, 0
     while max_rounds is None or rounds < max_rounds:
         _, cert = pki.read_credentials(Path(out))
@@ -186,8 +215,12 @@ def renew_loop(server: str, out: str, ca_file: str | None, max_rounds: int | Non
                           f"{cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ} and cannot renew "
                           "itself; enroll again with a bootstrap token")
         wait = (pki.renewal_time(cert) - now).total_seconds()
-        if wait > 0:
-            sleep(wait)
+        while wait > 0:
+            step = min(wait, check_every)
+            sleep(step)
+            wait -= step
+            if wait > 0:  # at the renewal time, the renewal itself tells
+                ensure_not_revoked(server, out, ca_file, cert)
         try:
             renew(server, out, ca_file=ca_file)
             failures = 0
@@ -200,3 +233,46 @@ def renew_loop(server: str, out: str, ca_file: str | None, max_rounds: int | Non
             print(f"nhi-nac enroll: {exc.message}; retrying in {delay}s", flush=True)
             failures += 1
             sleep(delay)
+
+
+def revocation_status(server: str, out: str, cert: x509.Certificate,
+                      ca_file: str | None = None) -> pki.SerialStatus:
+    """What the CA's OCSP responder (``SERVER/pki/v1/ocsp``) says about ``cert``, checked
+    as RFC 6960 §3.2 asks (signed for the issuing CA in ``DIR/chain.pem``, current, our
+    nonce echoed). Raises NhiError when there is no answer to rely on."""
+    try:
+        issuer = pki.load_certificates((Path(out) / pki.enroll.CHAIN_FILE).read_bytes())[0]
+    except (OSError, IndexError, ValueError, pki.PkiError) as exc:
+        raise NhiError(f"no issuing CA certificate in {out}: {exc}") from None
+    nonce = os.urandom(16)
+    req = urllib.request.Request(  # noqa: S310 - the scheme is checked by _checked_url
+        _checked_url(server, "/pki/v1/ocsp"), data=pki.build_request(cert, issuer, nonce),
+        method="POST", headers={"Content-Type": "application/ocsp-request"})
+    answer = http_bytes(req, trusted_root(out, ca_file), "OCSP request refused")
+    try:
+        return pki.check_response(answer, cert, issuer, dt.datetime.now(dt.UTC), nonce=nonce)
+    except pki.PkiError as exc:
+        raise NhiError(f"OCSP answer not usable: {exc}") from None
+
+
+def ensure_not_revoked(server: str, out: str, ca_file: str | None = None,
+                       cert: x509.Certificate | None = None) -> None:
+    """Raise :class:`Refused` if the CA says the certificate in ``out`` is revoked. No
+    usable answer (CA unreachable, answer not trusted) only prints a warning: the
+    certificate stays in use, as it would without the check."""
+    if cert is None:
+        try:
+            _, cert = pki.read_credentials(out)
+        except (OSError, pki.PkiError, ValueError) as exc:
+            raise NhiError(f"no current credentials in {out}: {exc}") from None
+    try:
+        status = revocation_status(server, out, cert, ca_file)
+    except NhiError as exc:
+        print(f"nhi-nac enroll: revocation check skipped: {exc.message}", file=sys.stderr,
+              flush=True)
+        return
+    if status.status is pki.CertStatus.REVOKED:
+        at = f" at {status.revoked_at:%Y-%m-%dT%H:%M:%SZ}" if status.revoked_at else ""
+        why = f" ({status.reason.name})" if status.reason is not None else ""
+        raise Refused(f"the certificate in {out} (serial {cert.serial_number:x}) was "
+                      f"revoked{at}{why}; enroll again with a bootstrap token")

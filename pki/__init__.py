@@ -46,6 +46,7 @@ from pki.errors import (
     KeyStoreError,
     LocalError,
     MalformedOcspRequest,
+    OcspResponseInvalid,
     PeerError,
     PkiError,
     PolicyViolation,
@@ -78,6 +79,8 @@ from pki.ocsp import (
     OcspResponder,
     SerialStatus,
     StatusLookup,
+    build_request,
+    check_response,
     decode_get_request,
 )
 from pki.profiles import PROFILES, Profile, get_profile
@@ -106,6 +109,7 @@ __all__ = [
     "KeyType",
     "LocalError",
     "MalformedOcspRequest",
+    "OcspResponseInvalid",
     "OcspResponder",
     "PeerError",
     "PkiError",
@@ -125,6 +129,8 @@ __all__ = [
     "certificates_pem",
     "check_csr",
     "create_hierarchy",
+    "build_request",
+    "check_response",
     "decode_get_request",
     "generate_private_key",
     "get_profile",

@@ -39,6 +39,11 @@ class MalformedOcspRequest(PeerError):
     """An OCSP request that cannot be decoded (RFC 6960 §2.3 ``malformedRequest``)."""
 
 
+class OcspResponseInvalid(PeerError):
+    """An OCSP response a client must not rely on (RFC 6960 §3.2): unsuccessful, about
+    another certificate, badly signed, signed by an unauthorised responder, or stale."""
+
+
 class LocalError(PkiError):
     """We are at fault: configuration, CA material, or a bug; not the peer's doing."""
 

@@ -1,4 +1,5 @@
-"""OCSP responder logic (RFC 6960), sans-I/O: request bytes in, response bytes out.
+"""OCSP (RFC 6960), sans-I/O: the responder (request bytes in, response bytes out), and a
+client's check of a response (``build_request``, ``check_response``).
 
 The responder signs with a delegated responder certificate (RFC 6960 §4.2.2.2:
 issued by the CA, with the id-kp-OCSPSigning EKU; ours also carries
@@ -30,10 +31,12 @@ from urllib.parse import unquote
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from pki.errors import CaMaterialInvalid, MalformedOcspRequest
+from pki import der
+from pki.errors import CaMaterialInvalid, MalformedOcspRequest, OcspResponseInvalid
 from pki.keys import PrivateKey, public_key_der, signature_hash
 
 #: An OCSP request for one certificate is ~100 bytes; this leaves room for extensions.
@@ -42,6 +45,8 @@ MAX_OCSP_REQUEST_BYTES = 4096
 MAX_NONCE_BYTES = 32
 #: How long a response stays fresh (nextUpdate - thisUpdate).
 DEFAULT_RESPONSE_VALIDITY = timedelta(hours=1)
+#: How far a client lets an OCSP response's thisUpdate/nextUpdate miss its own clock.
+OCSP_CLOCK_SKEW = timedelta(minutes=5)
 #: The digests a CertID may use (OpenSSL sends SHA-1 by default).
 _CERT_ID_HASHES: tuple[type[hashes.HashAlgorithm], ...] = (
     hashes.SHA1,
@@ -228,25 +233,132 @@ def _reason(status: SerialStatus) -> x509.ReasonFlags | None:
 def _subject_public_key_bits(certificate: x509.Certificate) -> bytes:
     """The BIT STRING contents of subjectPublicKey, from the DER SubjectPublicKeyInfo."""
     spki = public_key_der(certificate.public_key())  # type: ignore[arg-type]
-    # SPKI ::= SEQUENCE { algorithm AlgorithmIdentifier, subjectPublicKey BIT STRING }.
-    # Skip the outer header, then the algorithm element, then the BIT STRING header and
-    # its unused-bits octet.
-    offset = _header_length(spki, 0)
-    offset += _element_length(spki, offset)
-    return spki[offset + _header_length(spki, offset) + 1 :]
+    # SPKI ::= SEQUENCE { algorithm AlgorithmIdentifier, subjectPublicKey BIT STRING };
+    # the BIT STRING's contents start with its unused-bits octet.
+    return der.contents(der.split(spki)[1])[1:]
 
 
-def _header_length(der: bytes, offset: int) -> int:
-    first = der[offset + 1]
-    return 2 if first < 0x80 else 2 + (first & 0x7F)
+def build_request(certificate: x509.Certificate, issuer: x509.Certificate,
+                  nonce: bytes | None = None, *,
+                  algorithm: hashes.HashAlgorithm | None = None) -> bytes:
+    """A DER OCSP request for ``certificate`` (CertID with ``algorithm``, SHA-256 unless
+    given), with ``nonce`` if given."""
+    builder = ocsp.OCSPRequestBuilder().add_certificate(
+        certificate, issuer, algorithm or hashes.SHA256())
+    if nonce is not None:
+        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+    return builder.build().public_bytes(serialization.Encoding.DER)
 
 
-def _element_length(der: bytes, offset: int) -> int:
-    first = der[offset + 1]
-    if first < 0x80:
-        return 2 + first
-    count = first & 0x7F
-    return 2 + count + int.from_bytes(der[offset + 2 : offset + 2 + count], "big")
+def check_response(
+    response_der: bytes,
+    certificate: x509.Certificate,
+    issuer: x509.Certificate,
+    now: datetime,
+    *,
+    nonce: bytes | None = None,
+    clock_skew: timedelta = OCSP_CLOCK_SKEW,
+) -> SerialStatus:
+    """What an OCSP response says about ``certificate``, after the checks RFC 6960 §3.2
+    asks of a client; anything it must not rely on raises ``OcspResponseInvalid``.
+
+    The response must be successful and about this certificate of this issuer (CertID);
+    signed by the issuer itself or by a responder certificate the issuer issued directly,
+    with id-kp-OCSPSigning and valid now (§4.2.2.2); current (thisUpdate not after now,
+    nextUpdate not before it, each within ``clock_skew``); and echo ``nonce`` if one was
+    sent and the responder answered with one (RFC 8954 lets a responder ignore it).
+    """
+    try:
+        response = ocsp.load_der_ocsp_response(response_der)
+    except ValueError as exc:
+        raise OcspResponseInvalid(f"OCSP response cannot be decoded: {exc}") from None
+    if response.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
+        raise OcspResponseInvalid(f"OCSP responder answered {response.response_status.name}")
+    try:
+        answers = len(list(response.responses))
+        if answers != 1:
+            raise OcspResponseInvalid(f"OCSP response carries {answers} answers, not one")
+        extensions = response.extensions
+        algorithm = response.hash_algorithm
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise OcspResponseInvalid(f"OCSP response cannot be decoded: {exc}") from None
+    if not isinstance(algorithm, _CERT_ID_HASHES) or (
+        response.serial_number,
+        response.issuer_name_hash,
+        response.issuer_key_hash,
+    ) != (
+        certificate.serial_number,
+        hashlib.new(algorithm.name, issuer.subject.public_bytes()).digest(),
+        hashlib.new(algorithm.name, _subject_public_key_bits(issuer)).digest(),
+    ):
+        raise OcspResponseInvalid("OCSP response is about another certificate")
+    _check_signed_by_authorised_responder(response, issuer, now)
+    if response.this_update_utc > now + clock_skew:
+        raise OcspResponseInvalid("OCSP response's thisUpdate is in the future")
+    next_update = response.next_update_utc
+    if next_update is not None and next_update < now - clock_skew:
+        raise OcspResponseInvalid(
+            f"OCSP response is stale (nextUpdate {next_update:%Y-%m-%dT%H:%M:%SZ})")
+    if nonce is not None:
+        try:
+            echoed = extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+        except x509.ExtensionNotFound:
+            echoed = nonce
+        if echoed != nonce:
+            raise OcspResponseInvalid("OCSP response echoes another nonce (a replay?)")
+    status = response.certificate_status
+    if status is ocsp.OCSPCertStatus.REVOKED:
+        return SerialStatus(CertStatus.REVOKED, response.revocation_time_utc,
+                            response.revocation_reason)
+    if status is ocsp.OCSPCertStatus.GOOD:
+        return GOOD
+    return UNKNOWN
+
+
+def _check_signed_by_authorised_responder(
+    response: ocsp.OCSPResponse, issuer: x509.Certificate, now: datetime
+) -> None:
+    """RFC 6960 §4.2.2.2: signed by the CA, or by a delegated responder it issued."""
+    signer = _responder_certificate(response, issuer)
+    if signer is not issuer:
+        try:
+            _check_responder_certificate(issuer, signer)
+        except CaMaterialInvalid as exc:
+            raise OcspResponseInvalid(str(exc)) from None
+        if not signer.not_valid_before_utc <= now <= signer.not_valid_after_utc:
+            raise OcspResponseInvalid("the OCSP responder certificate is not valid now")
+    try:
+        _verify(signer.public_key(), response.signature, response.tbs_response_bytes,
+                response.signature_hash_algorithm)
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        raise OcspResponseInvalid("OCSP response signature does not verify") from None
+
+
+def _responder_certificate(response: ocsp.OCSPResponse,
+                           issuer: x509.Certificate) -> x509.Certificate:
+    """The certificate the ResponderID names: the issuer or one carried in the response."""
+    for candidate in (issuer, *response.certificates):
+        if response.responder_key_hash is not None:
+            key_hash = hashlib.sha1(_subject_public_key_bits(candidate),
+                                    usedforsecurity=False).digest()
+            if key_hash == response.responder_key_hash:
+                return candidate
+        elif candidate.subject == response.responder_name:
+            return candidate
+    raise OcspResponseInvalid("OCSP response is signed by a responder it does not identify")
+
+
+def _verify(key: object, signature: bytes, data: bytes,
+            algorithm: hashes.HashAlgorithm | None) -> None:
+    """Check ``signature`` as the certificate-signing algorithms sign (PKCS #1 v1.5)."""
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        key.verify(signature, data)
+    elif isinstance(key, ec.EllipticCurvePublicKey) and algorithm is not None:
+        key.verify(signature, data, ec.ECDSA(algorithm))
+    elif isinstance(key, rsa.RSAPublicKey) and algorithm is not None:
+        key.verify(signature, data, padding.PKCS1v15(), algorithm)
+    else:
+        raise UnsupportedAlgorithm(f"cannot verify with a {type(key).__name__}")
 
 
 def _check_responder(
@@ -255,6 +367,10 @@ def _check_responder(
     """RFC 6960 §4.2.2.2: the delegated responder is issued by the CA and has OCSPSigning."""
     if public_key_der(key) != public_key_der(certificate.public_key()):  # type: ignore[arg-type]
         raise CaMaterialInvalid("the OCSP responder key does not match its certificate")
+    _check_responder_certificate(issuer, certificate)
+
+
+def _check_responder_certificate(issuer: x509.Certificate, certificate: x509.Certificate) -> None:
     try:
         certificate.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature) as exc:

@@ -210,28 +210,40 @@ def test_renew_if_due_leaves_a_fresh_certificate(service: Service, tmp_path: Pat
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "not due yet" in p.stdout
     assert (out / "cert.pem").read_bytes() == before
+    # Once revoked, the hourly timer's run fails with the reason (OCSP), not hours later.
+    service.cli("cert", "revoke", "--identity", "workload/billing", "--reason", "superseded")
+    p = subprocess.run([*NHI, "enroll", "--renew", "--if-due", "--server",
+                        f"http://127.0.0.1:{service.api}", "--out", str(out)], env=service.env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "revoked at" in p.stderr and "(superseded)" in p.stderr, p
+    assert (out / "cert.pem").read_bytes() == before
 
 
 def test_renew_loop_renews_by_two_thirds(service: Service, tmp_path: Path) -> None:
-    from nhi_nac.enroll_client import renew_loop
+    from nhi_nac.enroll_client import STATUS_CHECK_SECONDS, renew_loop
 
     token = service.cli("token", "create", "workload/billing").strip()
     out = tmp_path / "creds"
     assert enroll(service, token, out, "--validity", "3h").returncode == 0
-    waits: list[float] = []
-    serials = [(out / "cert.pem").read_bytes()]
+    first = (out / "cert.pem").read_bytes()
+    waits: dict[bytes, list[float]] = {}
 
     def fake_clock_sleep(seconds: float) -> None:
-        """Stands in for time.sleep: record the wait instead of waiting two hours."""
-        waits.append(seconds)
+        """Stands in for time.sleep: record the wait, by the certificate it is for,
+        instead of waiting two hours."""
+        waits.setdefault((out / "cert.pem").read_bytes(), []).append(seconds)
 
     renew_loop(f"http://127.0.0.1:{service.api}", str(out), None, max_rounds=2,
                sleep=fake_clock_sleep)
-    serials.append((out / "cert.pem").read_bytes())
-    # First wait: the certificate's renewal time, between 60% and two thirds of 3 h,
-    # minus the seconds already elapsed.
-    assert 0.6 * 3 * 3600 - 60 < waits[0] <= 2 * 3600
-    assert len(set(serials)) == 2
+    # The first certificate's renewal time: between 60% and two thirds of 3 h, minus the
+    # seconds already elapsed (the fake clock does not move), waited in steps of
+    # STATUS_CHECK_SECONDS with an OCSP check (good) between them.
+    assert 0.6 * 3 * 3600 - 60 < sum(waits[first]) <= 2 * 3600
+    assert waits[first][:-1] == [STATUS_CHECK_SECONDS] * (len(waits[first]) - 1)
+    assert 0 < waits[first][-1] <= STATUS_CHECK_SECONDS
+    # Then one wait for the renewed certificate (24 h, the profile's default), and a
+    # third certificate on disk.
+    assert len(waits) == 2 and (out / "cert.pem").read_bytes() not in waits
     certs = json.loads(service.cli("--json", "cert", "list", "--identity", "workload/billing"))
     assert len(certs) == 3
 
@@ -264,7 +276,7 @@ def test_renew_loop_backs_off_with_jitter_while_the_ca_is_down(
     draws = iter([0.0, 1.0, 0.5, 0.25, 0.75, 0.9])
     with pytest.raises(Enough):
         renew_loop(f"http://127.0.0.1:{dead}", str(out), None, sleep=fake_clock_sleep,
-                   rand=lambda: next(draws))
+                   rand=lambda: next(draws), check_every=float("inf"))
     assert all(w > 3600 for w in waits[0::2])  # the renewal time, over an hour away
     retries = waits[1::2]
     ceilings = [RETRY_SECONDS[min(i, len(RETRY_SECONDS) - 1)] for i in range(len(retries))]
@@ -289,8 +301,36 @@ def test_renew_loop_stops_with_the_reason_when_the_ca_refuses(
         waits.append(seconds)
 
     with pytest.raises(Refused, match="revoked"):
-        renew_loop(f"http://127.0.0.1:{service.api}", str(out), None, sleep=fake_clock_sleep)
+        # No checks while waiting: the renewal itself is refused.
+        renew_loop(f"http://127.0.0.1:{service.api}", str(out), None, sleep=fake_clock_sleep,
+                   check_every=float("inf"))
     assert len(waits) == 1  # the wait for the renewal time; no retry of a refusal
+
+
+def test_renew_loop_stops_soon_after_a_revocation(service: Service, tmp_path: Path) -> None:
+    """While it waits to renew, the loop asks OCSP every STATUS_CHECK_SECONDS; a revoked
+    certificate ends it with the reason then, not at the renewal time hours later."""
+    from nhi_nac.enroll_client import STATUS_CHECK_SECONDS, Refused, renew_loop
+
+    token = service.cli("token", "create", "workload/billing").strip()
+    out = tmp_path / "creds"
+    assert enroll(service, token, out, "--validity", "3h").returncode == 0
+    before = (out / "cert.pem").read_bytes()
+    waits: list[float] = []
+
+    def fake_clock_sleep(seconds: float) -> None:
+        """Stands in for time.sleep: record the wait; during the third, the certificate
+        is revoked (a person acts while the workload waits)."""
+        waits.append(seconds)
+        if len(waits) == 3:
+            service.cli("cert", "revoke", "--identity", "workload/billing",
+                        "--reason", "keyCompromise")
+
+    with pytest.raises(Refused, match=r"revoked at .*\(key_compromise\); enroll again"):
+        renew_loop(f"http://127.0.0.1:{service.api}", str(out), None, sleep=fake_clock_sleep)
+    # Two checks said good; the third, right after the revocation, said revoked.
+    assert waits == [STATUS_CHECK_SECONDS] * 3
+    assert (out / "cert.pem").read_bytes() == before  # no renewal was attempted
 
 
 def _get(svc: Service, path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:

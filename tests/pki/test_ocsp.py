@@ -1,4 +1,5 @@
-"""OCSP responder (RFC 6960): statuses, nonce echo, malformed and unauthorized requests."""
+"""OCSP (RFC 6960): the responder's statuses, nonce echo, malformed and unauthorized
+requests; a client's check of its responses."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ from pki import (
     CertStatus,
     MalformedOcspRequest,
     OcspResponder,
+    OcspResponseInvalid,
     PrivateKey,
     SerialStatus,
+    build_request,
+    check_response,
     create_hierarchy,
     decode_get_request,
     generate_private_key,
@@ -56,10 +60,8 @@ def ocsp_responder(
 def request_for(
     cert: x509.Certificate, issuer_cert: x509.Certificate, nonce: bytes | None = None
 ) -> bytes:
-    builder = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer_cert, hashes.SHA1())
-    if nonce is not None:
-        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
-    return builder.build().public_bytes(serialization.Encoding.DER)
+    """As OpenSSL asks by default: a SHA-1 CertID."""
+    return build_request(cert, issuer_cert, nonce, algorithm=hashes.SHA1())
 
 
 def test_good_revoked_unknown_and_nonce(
@@ -167,3 +169,122 @@ def test_fuzzed_requests_get_a_decodable_response(
         ocsp.OCSPResponseStatus.UNAUTHORIZED,
         ocsp.OCSPResponseStatus.SUCCESSFUL,
     )
+
+
+# -- a client's check of the response (RFC 6960 §3.2): what it says, or why not rely on it
+
+
+def test_good_revoked_and_unknown_are_told_apart(
+    ocsp_responder: OcspResponder,
+    issuer: CertificateIssuer,
+    subject: x509.Certificate,
+    statuses: dict[int, SerialStatus],
+) -> None:
+    ca = issuer.ca.certificate
+    statuses.clear()
+    request = build_request(subject, ca, nonce=b"n" * 16)
+    assert check_response(ocsp_responder.respond(request, NOW), subject, ca, NOW,
+                          nonce=b"n" * 16).status is CertStatus.UNKNOWN
+    statuses[subject.serial_number] = SerialStatus(CertStatus.GOOD)
+    assert check_response(ocsp_responder.respond(request, NOW), subject, ca, NOW,
+                          nonce=b"n" * 16).status is CertStatus.GOOD
+    statuses[subject.serial_number] = SerialStatus(
+        CertStatus.REVOKED, REVOKED_AT, x509.ReasonFlags.key_compromise)
+    got = check_response(ocsp_responder.respond(request, NOW), subject, ca, NOW,
+                         nonce=b"n" * 16)
+    assert got == SerialStatus(CertStatus.REVOKED, REVOKED_AT, x509.ReasonFlags.key_compromise)
+
+
+def test_a_response_to_another_nonce_is_refused(
+    ocsp_responder: OcspResponder, issuer: CertificateIssuer, subject: x509.Certificate
+) -> None:
+    ca = issuer.ca.certificate
+    response = ocsp_responder.respond(build_request(subject, ca, nonce=b"a" * 16), NOW)
+    with pytest.raises(OcspResponseInvalid, match="another nonce"):
+        check_response(response, subject, ca, NOW, nonce=b"b" * 16)
+
+
+def test_a_response_about_another_certificate_is_refused(
+    ocsp_responder: OcspResponder, issuer: CertificateIssuer, subject: x509.Certificate
+) -> None:
+    ca = issuer.ca.certificate
+    other = x509.load_der_x509_certificate(issuer.issue(
+        generate_private_key().public_key(), "workload", "other", "workload", NOW).der)
+    response = ocsp_responder.respond(build_request(other, ca), NOW)
+    with pytest.raises(OcspResponseInvalid, match="another certificate"):
+        check_response(response, subject, ca, NOW)
+
+
+def test_a_tampered_response_is_refused(
+    ocsp_responder: OcspResponder, issuer: CertificateIssuer, subject: x509.Certificate
+) -> None:
+    ca = issuer.ca.certificate
+    response = bytearray(ocsp_responder.respond(build_request(subject, ca), NOW))
+    signature = ocsp.load_der_ocsp_response(bytes(response)).signature
+    response[bytes(response).index(signature) + len(signature) - 1] ^= 0x01
+    with pytest.raises(OcspResponseInvalid, match="signature does not verify"):
+        check_response(bytes(response), subject, ca, NOW)
+
+
+def test_stale_and_future_responses_are_refused(
+    ocsp_responder: OcspResponder, issuer: CertificateIssuer, subject: x509.Certificate
+) -> None:
+    ca = issuer.ca.certificate
+    response = ocsp_responder.respond(build_request(subject, ca), NOW)
+    # nextUpdate is an hour after NOW; five minutes of skew are forgiven.
+    check_response(response, subject, ca, NOW + timedelta(minutes=64))
+    with pytest.raises(OcspResponseInvalid, match="stale"):
+        check_response(response, subject, ca, NOW + timedelta(minutes=66))
+    # Signed ten minutes ahead of a clock that reads NOW + 4 minutes.
+    ahead = ocsp_responder.respond(build_request(subject, ca), NOW + timedelta(minutes=10))
+    with pytest.raises(OcspResponseInvalid, match="in the future"):
+        check_response(ahead, subject, ca, NOW + timedelta(minutes=4))
+
+
+def test_an_unsuccessful_or_undecodable_answer_is_refused(
+    ocsp_responder: OcspResponder, issuer: CertificateIssuer, subject: x509.Certificate
+) -> None:
+    ca = issuer.ca.certificate
+    with pytest.raises(OcspResponseInvalid, match="MALFORMED_REQUEST"):
+        check_response(ocsp_responder.respond(b"junk", NOW), subject, ca, NOW)
+    with pytest.raises(OcspResponseInvalid, match="cannot be decoded"):
+        check_response(b"<html>", subject, ca, NOW)
+
+
+def _signed_by(certificate: x509.Certificate, key: PrivateKey, subject: x509.Certificate,
+               ca: x509.Certificate) -> bytes:
+    """A GOOD response for ``subject`` signed by ``key``, naming ``certificate``."""
+    builder = (
+        ocsp.OCSPResponseBuilder()
+        .add_response(cert=subject, issuer=ca, algorithm=hashes.SHA256(),
+                      cert_status=ocsp.OCSPCertStatus.GOOD, this_update=NOW,
+                      next_update=NOW + timedelta(hours=1), revocation_time=None,
+                      revocation_reason=None)
+        .responder_id(ocsp.OCSPResponderEncoding.HASH, certificate)
+    )
+    if certificate is not ca:
+        builder = builder.certificates([certificate])
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def test_the_ca_itself_may_sign(issuer: CertificateIssuer, subject: x509.Certificate) -> None:
+    ca = issuer.ca.certificate
+    response = _signed_by(ca, issuer.ca.key, subject, ca)
+    assert check_response(response, subject, ca, NOW).status is CertStatus.GOOD
+
+
+def test_a_responder_without_the_cas_authority_is_refused(
+    issuer: CertificateIssuer, subject: x509.Certificate, leaf_key: PrivateKey
+) -> None:
+    ca = issuer.ca.certificate
+    # Issued by the CA but not for OCSP (no id-kp-OCSPSigning): the subject's own key.
+    with pytest.raises(OcspResponseInvalid, match="OCSPSigning"):
+        check_response(_signed_by(subject, leaf_key, subject, ca), subject, ca, NOW)
+    # A proper OCSP responder, of another CA.
+    other = create_hierarchy("other.example", NOW)
+    rogue_key = generate_private_key()
+    rogue = x509.load_der_x509_certificate(CertificateIssuer(
+        other.issuing, "other.example", crl_url="http://x/crl", ocsp_url="http://x/ocsp",
+    ).issue(rogue_key.public_key(), "service", "ocsp", "ocsp-responder", NOW).der)
+    with pytest.raises(OcspResponseInvalid, match="not issued by the CA"):
+        check_response(_signed_by(rogue, rogue_key, subject, ca), subject, ca, NOW)
