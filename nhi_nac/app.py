@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import multiprocessing
 import os
 import signal
@@ -301,6 +302,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         await site.start()
         workers = _start_api_workers(config)
         log.info("api.listening", address=f"{host}:{port}", processes=1 + len(workers))
+        _freeze_startup_objects()
         notify("READY=1\nSTATUS=serving")
         await stop.wait()
         notify("STOPPING=1")
@@ -399,6 +401,7 @@ async def _serve_api(config: Config, parent: int) -> None:
              asyncio.create_task(_watch_parent(parent, stop))]
     try:
         await web.TCPSite(runner, host, port, reuse_port=True, ssl_context=tls).start()
+        _freeze_startup_objects()
         await stop.wait()
     finally:
         for task in tasks:
@@ -407,6 +410,15 @@ async def _serve_api(config: Config, parent: int) -> None:
                 await task
         await runner.cleanup()
         await services.close()
+
+
+def _freeze_startup_objects() -> None:
+    """Exempt what start-up built (configuration, models, routes, CA material, caches
+    loaded so far) from garbage collection: they live as long as the process, and every
+    full collection would walk them again. Collected first, so no garbage is kept.
+    bench/ca: a certificate's CPU 421-430 -> 404-408 µs in-process."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
