@@ -216,3 +216,33 @@ def test_stored_times_are_sqlalchemys_text() -> None:
     assert sqlite_raw.from_db_time("2026-01-02 01:04:05.000006") == dt.datetime(
         2026, 1, 2, 1, 4, 5, 6, tzinfo=dt.UTC)
     assert sqlite_raw.from_db_time(None) is None
+
+
+async def test_a_failure_midway_leaves_nothing_written(
+        seeded: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The raw statements share SQLAlchemy's transaction: when the audit append fails
+    after the tokens were burned and the credential rows inserted, all of it rolls back."""
+    path, tokens = seeded
+    before = {t: _dump(path, t) for t in ("enrollment_tokens", "credentials", "identities",
+                                          "audit_log", "audit_head", "event_outbox")}
+    cert = pki.IssuedCertificate(
+        serial=0xABC, fingerprint_sha256="c" * 64, not_before=NOW, not_after=NOW, pem=b"x",
+        der=b"x", profile="workload", spiffe_id="", key_fingerprint="d" * 64)
+
+    def disk_full(*_args: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(audit, "_append_many_sqlite", disk_full)
+    db = await _open(path)
+
+    def write(conn: Connection) -> None:
+        token_id = _token_id(conn, tokens["fresh"])
+        assert ca_service._consume_tokens(conn, [token_id], NOW + dt.timedelta(minutes=1))
+        ca_service._record_issued(conn, [(1, "workload/fresh", "t", cert, {})], NOW)
+
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            await db.run_write(write)
+    finally:
+        await db.close()
+    assert {t: _dump(path, t) for t in before} == before
