@@ -9,7 +9,8 @@ Prints figures; asserts nothing. Usage::
 - ``issue(public_key), builder``: the same through the builder fallback, for comparison;
 - ``issue_for_csr(csr PEM)``: CSR parse + checks + issue, the enrollment path;
 - ``CRL build``: one-pass build of N revoked entries, signed;
-- ``OCSP respond``: parse a request with nonce, look up, sign a response.
+- ``OCSP respond``: parse a request with nonce, look up, sign a response (its DER template);
+- ``OCSP respond, builder``: the same through the OCSPResponseBuilder fallback.
 """
 
 from __future__ import annotations
@@ -136,7 +137,19 @@ def main() -> None:
         .build()
         .public_bytes(serialization.Encoding.DER)
     )
+    if responder._template is None:
+        print("OCSP DER template off (probe failed): both OCSP figures are the builder's")
     rate("OCSP respond (nonce, revoked)", args.seconds, lambda: responder.respond(request, now))
+    # The same responder with its template off: every response through OCSPResponseBuilder.
+    builder_responder = OcspResponder(
+        ca.certificate, responder_cert, responder_key, lambda s: revoked
+    )
+    builder_responder._template = None
+    rate(
+        "OCSP (nonce, revoked), builder",
+        args.seconds,
+        lambda: builder_responder.respond(request, now),
+    )
 
     entries = [
         RevokedEntry(serial, now, x509.ReasonFlags.key_compromise)

@@ -1,11 +1,14 @@
-"""Just enough DER (ITU-T X.690 §8, §10) to write a certificate from parts, and to split one.
+"""Just enough DER (ITU-T X.690 §8, §10) to write a certificate or an OCSP response from
+parts, and to split one.
 
 The issuer writes each leaf's TBSCertificate by concatenating bytes (see
-``pki.issuer``): this module encodes the few values that change per leaf and
-splits a certificate the builder wrote into its elements, so that the parts
-that never change can be taken from it as bytes. It knows only single-octet
-tags (tag numbers below 31) and definite lengths, which is all a certificate
-uses; the reader raises ``ValueError`` on anything else or on truncated input.
+``pki.issuer``), and the OCSP responder each response's ResponseData (see
+``pki.ocsp``): this module encodes the few values that change per leaf or per
+response and splits a certificate or response the builder wrote into its
+elements, so that the parts that never change can be taken from it as bytes.
+It knows only single-octet tags (tag numbers below 31) and definite lengths,
+which is all either uses; the reader raises ``ValueError`` on anything else or
+on truncated input.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ INTEGER = 0x02
 BIT_STRING = 0x03
 OCTET_STRING = 0x04
 OBJECT_IDENTIFIER = 0x06
+ENUMERATED = 0x0A
 UTF8_STRING = 0x0C
 UTC_TIME = 0x17
 GENERALIZED_TIME = 0x18
@@ -46,8 +50,13 @@ def length(size: int) -> bytes:
 def tlv(tag: int, content: bytes) -> bytes:
     """One element: identifier octet, length, contents."""
     size = len(content)
-    if size < 0x80:  # the common case, inlined: this runs some twenty times per certificate
+    # The common cases, inlined: this runs some twenty times per certificate or OCSP response.
+    if size < 0x80:
         return bytes((tag, size)) + content
+    if size < 0x100:
+        return bytes((tag, 0x81, size)) + content
+    if size < 0x10000:
+        return bytes((tag, 0x82, size >> 8, size & 0xFF)) + content
     return bytes((tag,)) + length(size) + content
 
 
@@ -64,6 +73,17 @@ def integer(value: int) -> bytes:
     if value < 0:
         raise ValueError("only non-negative integers are encoded here")
     return tlv(INTEGER, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+def enumerated(value: int) -> bytes:
+    """X.690 §8.4: a non-negative ENUMERATED, encoded as an INTEGER of that value is."""
+    if value < 0:
+        raise ValueError("only non-negative enumerated values are encoded here")
+    return tlv(ENUMERATED, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+def octet_string(value: bytes) -> bytes:
+    return tlv(OCTET_STRING, value)
 
 
 def object_identifier(dotted: str) -> bytes:
@@ -96,6 +116,22 @@ def time(moment: datetime) -> bytes:
     if moment.year in _UTC_TIME_YEARS:
         return tlv(UTC_TIME, b"%02d%02d%02d%02d%02d%02dZ" % (moment.year % 100, *clock))
     return tlv(GENERALIZED_TIME, b"%04d%02d%02d%02d%02d%02dZ" % (moment.year, *clock))
+
+
+def generalized_time(moment: datetime) -> bytes:
+    """X.690 §11.7: a GeneralizedTime in whole seconds, UTC, ``Z``-terminated, in any year.
+
+    RFC 6960 writes every OCSP time so, where a certificate would use UTCTime
+    (RFC 5280 §4.1.2.5.2 has the same form). Fractions of a second are
+    dropped, as the builder drops them; a naive ``moment`` is taken to be UTC.
+    """
+    if moment.utcoffset():
+        moment = moment.astimezone(UTC)
+    return tlv(
+        GENERALIZED_TIME,
+        b"%04d%02d%02d%02d%02d%02dZ"
+        % (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second),
+    )
 
 
 def _header(data: bytes, offset: int) -> tuple[int, int]:

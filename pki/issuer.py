@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import (
     AuthorityInformationAccessOID,
     ExtendedKeyUsageOID,
@@ -50,7 +50,12 @@ from pki import der
 from pki.csr import KeyBindings, ParsedCsr, check_csr
 from pki.errors import LocalError, PolicyViolation
 from pki.hierarchy import IssuingCa
-from pki.keys import PrivateKey, PublicKey, SignatureHash, public_key_fingerprint, signature_hash
+from pki.keys import (
+    PublicKey,
+    direct_signer,
+    public_key_fingerprint,
+    signature_hash,
+)
 from pki.names import SpiffeId, check_dns_name, check_trust_domain
 from pki.profiles import PROFILES, Profile
 
@@ -436,7 +441,7 @@ class CertificateIssuer:
         error on the way, or a CA key the template cannot sign with leaves this
         issuer on the builder.
         """
-        sign = _direct_signer(self._key, self._hash)
+        sign = direct_signer(self._key, self._hash)
         variants = self._extension_variants()
         if sign is None or not variants:
             return None
@@ -573,27 +578,6 @@ class _LeafTemplate:
         # §4.1.1.3: the signature is a BIT STRING; whole octets, so no unused bits.
         signature = der.tlv(der.BIT_STRING, b"\x00" + self._ca_sign(tbs))
         return der.sequence(tbs, self._signature_algorithm, signature)
-
-
-def _direct_signer(
-    key: PrivateKey, algorithm: SignatureHash | None
-) -> Callable[[bytes], bytes] | None:
-    """Sign bytes with ``key`` as ``CertificateBuilder.sign(key, algorithm)`` does, if we know how.
-
-    None for a key we do not know: its issuer keeps the builder.
-    """
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return key.sign
-    if algorithm is None:
-        return None
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        ecdsa = ec.ECDSA(algorithm)
-        return lambda data: key.sign(data, ecdsa)
-    if isinstance(key, rsa.RSAPrivateKey):
-        # The builder's RSA default: PKCS #1 v1.5 (RFC 8017 §8.2), not PSS.
-        pkcs1 = padding.PKCS1v15()
-        return lambda data: key.sign(data, pkcs1, algorithm)
-    return None
 
 
 def _extension(oid: bytes, critical: bool, value: bytes) -> bytes:

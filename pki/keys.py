@@ -10,13 +10,13 @@ environment by itself: the caller passes the mapping to look in.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeAlias
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from pki.errors import KeyStoreError
 
@@ -167,3 +167,26 @@ def _read_passphrase_file(path: Path) -> bytes:
     elif data.endswith(b"\n"):
         data = data[:-1]
     return check_passphrase(data)
+
+
+def direct_signer(
+    key: PrivateKey, algorithm: SignatureHash | None
+) -> Callable[[bytes], bytes] | None:
+    """Sign bytes with ``key`` as cryptography's builders (``CertificateBuilder``,
+    ``OCSPResponseBuilder``) sign with ``key`` and ``algorithm``, if we know how.
+
+    None for a key we do not know: the DER templates of ``pki.issuer`` and ``pki.ocsp``
+    then keep the builder.
+    """
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign
+    if algorithm is None:
+        return None
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        ecdsa = ec.ECDSA(algorithm)
+        return lambda data: key.sign(data, ecdsa)
+    if isinstance(key, rsa.RSAPrivateKey):
+        # The builder's RSA default: PKCS #1 v1.5 (RFC 8017 §8.2), not PSS.
+        pkcs1 = padding.PKCS1v15()
+        return lambda data: key.sign(data, pkcs1, algorithm)
+    return None

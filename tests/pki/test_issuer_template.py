@@ -287,7 +287,7 @@ def test_issuer_whose_signature_does_not_verify_keeps_the_builder(
     other = ec.generate_private_key(ec.SECP256R1())
     monkeypatch.setattr(
         issuer_module,
-        "_direct_signer",
+        "direct_signer",
         lambda key, algorithm: lambda data: other.sign(data, ec.ECDSA(algorithm)),
     )
     issuer = _issuer(hierarchy)
@@ -298,7 +298,7 @@ def test_issuer_whose_signature_does_not_verify_keeps_the_builder(
 def test_issuer_with_a_key_it_cannot_sign_with_directly_keeps_the_builder(
     hierarchy: CaHierarchy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(issuer_module, "_direct_signer", lambda key, algorithm: None)
+    monkeypatch.setattr(issuer_module, "direct_signer", lambda key, algorithm: None)
     issuer = _issuer(hierarchy)
     assert issuer._template is None
     _check_issues_good_leaves(issuer, hierarchy)
