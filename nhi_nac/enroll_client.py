@@ -56,10 +56,10 @@ def _checked_url(server: str, path: str) -> str:
     return server.rstrip("/") + path
 
 
-def _post(url: str, body: dict[str, Any], ca_file: str | None,
+def _post(server: str, path: str, body: dict[str, Any], ca_file: str | None,
           ca_pem: str | None = None) -> dict[str, Any]:
     req = urllib.request.Request(  # noqa: S310 - the scheme is checked by _checked_url
-        _checked_url(url, ""), data=json.dumps(body).encode(), method="POST",
+        _checked_url(server, path), data=json.dumps(body).encode(), method="POST",
         headers={"Content-Type": "application/json"})
     data: dict[str, Any] = http_json(req, ca_file, "enrollment refused", ca_pem)
     return data
@@ -143,7 +143,7 @@ def enroll(server: str, token: str, out: str, key_type: str = "p256",
     body: dict[str, Any] = {"token": token, "csr": enrollment.csr_pem.decode()}
     if validity:
         body["validity"] = validity
-    bundle = _post(server.rstrip("/") + "/pki/v1/enroll", body, ca_file, ca_pem)
+    bundle = _post(server, "/pki/v1/enroll", body, ca_file, ca_pem)
     _store(out, enrollment.key, bundle)
     return bundle
 
@@ -159,7 +159,7 @@ def renew(server: str, out: str, validity: str | None = None,
     body: dict[str, Any] = {"proof": proof.decode()}
     if validity:
         body["validity"] = validity
-    bundle = _post(server.rstrip("/") + "/pki/v1/renew", body, trusted_root(out, ca_file))
+    bundle = _post(server, "/pki/v1/renew", body, trusted_root(out, ca_file))
     _store(out, enrollment.key, bundle)
     return bundle
 

@@ -55,6 +55,7 @@ from pki.keys import (
     direct_signer,
     public_key_fingerprint,
     signature_hash,
+    subject_public_key_bits,
 )
 from pki.names import SpiffeId, check_dns_name, check_trust_domain
 from pki.profiles import PROFILES, Profile
@@ -629,8 +630,7 @@ def _ski_extension(spki: bytes) -> bytes:
     The SHA-1 of the subjectPublicKey BIT STRING's value, its unused-bits
     octet left out; SHA-1 here names a key, it protects nothing.
     """
-    bit_string = der.contents(der.split(spki)[1])
-    digest = hashlib.sha1(bit_string[1:], usedforsecurity=False).digest()
+    digest = hashlib.sha1(subject_public_key_bits(spki), usedforsecurity=False).digest()
     return _extension(_SKI_OID, False, der.tlv(der.OCTET_STRING, digest))
 
 

@@ -18,6 +18,7 @@ from typing import TypeAlias
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+from pki import der
 from pki.errors import KeyStoreError
 
 PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
@@ -74,6 +75,14 @@ def public_key_der(key: PrivateKey | PublicKey) -> bytes:
     return public.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+def subject_public_key_bits(spki: bytes) -> bytes:
+    """The key itself from a DER SubjectPublicKeyInfo (RFC 5280 §4.1.2.7): the value of
+    its subjectPublicKey BIT STRING, the unused-bits octet left out. Hashed for SKI/AKI
+    (§4.2.1.2) and for OCSP's issuerKeyHash and ResponderID byKey (RFC 6960 §4.1.1)."""
+    # SPKI ::= SEQUENCE { algorithm AlgorithmIdentifier, subjectPublicKey BIT STRING }
+    return der.contents(der.split(spki)[1])[1:]
 
 
 def public_key_fingerprint(key: PrivateKey | PublicKey) -> str:

@@ -50,7 +50,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, OCSPExtensionOID
 
 from pki import der
 from pki.errors import CaMaterialInvalid, MalformedOcspRequest, OcspResponseInvalid
-from pki.keys import PrivateKey, direct_signer, public_key_der, signature_hash
+from pki.keys import (
+    PrivateKey,
+    direct_signer,
+    public_key_der,
+    signature_hash,
+    subject_public_key_bits,
+)
 
 #: An OCSP request for one certificate is ~100 bytes; this leaves room for extensions.
 MAX_OCSP_REQUEST_BYTES = 4096
@@ -533,11 +539,7 @@ def _reason(status: SerialStatus) -> x509.ReasonFlags | None:
 
 
 def _subject_public_key_bits(certificate: x509.Certificate) -> bytes:
-    """The BIT STRING contents of subjectPublicKey, from the DER SubjectPublicKeyInfo."""
-    spki = public_key_der(certificate.public_key())  # type: ignore[arg-type]
-    # SPKI ::= SEQUENCE { algorithm AlgorithmIdentifier, subjectPublicKey BIT STRING };
-    # the BIT STRING's contents start with its unused-bits octet.
-    return der.contents(der.split(spki)[1])[1:]
+    return subject_public_key_bits(public_key_der(certificate.public_key()))  # type: ignore[arg-type]
 
 
 def build_request(certificate: x509.Certificate, issuer: x509.Certificate,

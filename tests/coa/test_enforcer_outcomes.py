@@ -16,9 +16,7 @@ carries Event-Timestamp and Message-Authenticator.
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
-import time
 from typing import Any
 
 from nhi_nac.coa import CoaLimits, CoaSender
@@ -27,6 +25,7 @@ from nhi_nac.enforcement import Enforcer, coa_sender, coa_status
 from nhi_nac.inventory import Inventory, NewIdentity
 from nhi_nac.radius.codec import decode_packet, encode_response
 from nhi_nac.storage.models import RadiusSession
+from tests.coa.silent_nas import silent_nas
 
 SECRET = "enforcer-outcomes-shared-secret"
 FAST = CoaLimits(initial_timeout=0.05, max_retransmissions=3, max_timeout=1.0, jitter=0.0)
@@ -66,47 +65,34 @@ async def _session(inv: Inventory, identity: str, nas: str, address: str, sid: s
 
 async def test_every_outcome_of_an_enforcement_is_recorded(inventory: Inventory) -> None:
     loop = asyncio.get_running_loop()
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", 0))
-    sink.setblocking(False)
-    port = sink.getsockname()[1]
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: FakeDas({"S-ACK", "S-OTHER"}), local_addr=("127.0.0.3", port))
-    captured: list[tuple[float, bytes]] = []
+    async with silent_nas() as (port, captured):
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: FakeDas({"S-ACK", "S-OTHER"}), local_addr=("127.0.0.3", port))
+        try:
+            await inventory.add_owner("alice@example.com", "Alice", actor="t")
+            await inventory.add_owner("bob@example.com", "Bob", actor="t")
+            for name, owner in (("silent", "alice"), ("dead", "alice"), ("acked", "alice"),
+                                ("naked", "alice"), ("other", "bob")):
+                await inventory.add_identity(
+                    NewIdentity.build("device", name, f"{owner}@example.com"), actor="t")
+            for nas, address in (("nas-silent", "127.0.0.1"), ("nas-dead", "127.0.0.2"),
+                                 ("nas-answers", "127.0.0.3")):
+                await inventory.add_nas(nas, address, SECRET, actor="t")
+            await _session(inventory, "device/silent", "nas-silent", "127.0.0.1", "S-SILENT")
+            await _session(inventory, "device/dead", "nas-dead", "127.0.0.2", "S-DEAD")
+            await _session(inventory, "device/acked", "nas-answers", "127.0.0.3", "S-ACK")
+            await _session(inventory, "device/naked", "nas-answers", "127.0.0.3", "S-GONE")
+            await _session(inventory, "device/other", "nas-answers", "127.0.0.3", "S-OTHER")
 
-    async def capture() -> None:
-        while True:
-            data = await loop.sock_recv(sink, 4096)
-            captured.append((time.monotonic(), data))
-
-    task = asyncio.create_task(capture())
-    try:
-        await inventory.add_owner("alice@example.com", "Alice", actor="t")
-        await inventory.add_owner("bob@example.com", "Bob", actor="t")
-        for name in ("silent", "dead", "acked", "naked"):
-            await inventory.add_identity(NewIdentity.build("device", name, "alice@example.com"),
-                                         actor="t")
-        await inventory.add_identity(NewIdentity.build("device", "other", "bob@example.com"),
-                                     actor="t")
-        for nas, address in (("nas-silent", "127.0.0.1"), ("nas-dead", "127.0.0.2"),
-                             ("nas-answers", "127.0.0.3")):
-            await inventory.add_nas(nas, address, SECRET, actor="t")
-        await _session(inventory, "device/silent", "nas-silent", "127.0.0.1", "S-SILENT")
-        await _session(inventory, "device/dead", "nas-dead", "127.0.0.2", "S-DEAD")
-        await _session(inventory, "device/acked", "nas-answers", "127.0.0.3", "S-ACK")
-        await _session(inventory, "device/naked", "nas-answers", "127.0.0.3", "S-GONE")
-        await _session(inventory, "device/other", "nas-answers", "127.0.0.3", "S-OTHER")
-
-        enforcer = Enforcer(inventory.db, coa_sender(CoaSender(FAST), port), inventory.clock)
-        await enforcer.start()
-        report = await inventory.offboard_owner("alice@example.com", actor="t")
-        assert len(report.orphaned) == 4
-        assert await enforcer.check() == 4
-        await asyncio.sleep(0.05)
-    finally:
-        task.cancel()
-        sink.close()
-        transport.close()
+            enforcer = Enforcer(inventory.db, coa_sender(CoaSender(FAST), port),
+                                inventory.clock)
+            await enforcer.start()
+            report = await inventory.offboard_owner("alice@example.com", actor="t")
+            assert len(report.orphaned) == 4
+            assert await enforcer.check() == 4
+            await asyncio.sleep(0.05)
+        finally:
+            transport.close()
 
     rows = {r["identity"]: r for r in await coa_status(inventory.db)}
     assert set(rows) == {"device/silent", "device/dead", "device/acked", "device/naked"}

@@ -24,6 +24,7 @@ from nhi_nac.coa import (
 )
 from nhi_nac.coa.messages import ATTR_ERROR_CAUSE, CoaCode
 from nhi_nac.radius.codec import decode_packet, encode_response
+from tests.coa.silent_nas import silent_nas
 
 SECRET = b"coa-secret"
 FAST = CoaLimits(initial_timeout=0.05, max_retransmissions=3, max_timeout=1.0, jitter=0.0)
@@ -117,25 +118,9 @@ async def test_wrong_secret_answer_is_ignored_until_timeout(
 async def test_unanswered_request_is_retransmitted_identically_with_backoff() -> None:
     """A NAS address where something receives but never answers: every transmission is
     captured and must be the same bytes (RFC 5080 §2.2.1), at doubling intervals."""
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", 0))
-    sink.setblocking(False)
-    port = sink.getsockname()[1]
-    loop = asyncio.get_running_loop()
-    captured: list[tuple[float, bytes]] = []
-
-    async def capture() -> None:
-        while True:
-            data = await loop.sock_recv(sink, 4096)
-            captured.append((time.monotonic(), data))
-
-    task = asyncio.create_task(capture())
-    try:
+    async with silent_nas() as (port, captured):
         result = await CoaSender(FAST).send(target(port))
         await asyncio.sleep(0.02)
-    finally:
-        task.cancel()
-        sink.close()
     assert result.outcome is CoaOutcome.TIMEOUT
     assert result.attempts == 4 and result.rtt is None
     assert len(captured) == 4

@@ -268,37 +268,31 @@ def test_issuer_whose_probe_differs_keeps_the_builder(
     assert _issuer(hierarchy)._template is not None
 
 
-def test_issuer_whose_template_fails_keeps_the_builder(
-    hierarchy: CaHierarchy, monkeypatch: pytest.MonkeyPatch
+def _no_time(moment: datetime) -> bytes:
+    raise ValueError("no time today")
+
+
+_OTHER_KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "replacement"),
+    [
+        # An encoder that fails while the template is proven.
+        (der, "time", _no_time),
+        # The TBS matches, but the signer is wrong: the probe's verification catches it.
+        (issuer_module, "direct_signer",
+         lambda key, algorithm: lambda data: _OTHER_KEY.sign(data, ec.ECDSA(algorithm))),
+        # A CA key the template cannot sign with directly.
+        (issuer_module, "direct_signer", lambda key, algorithm: None),
+    ],
+    ids=["encoder-fails", "wrong-signer", "no-direct-signer"],
+)
+def test_issuer_whose_template_cannot_be_proven_keeps_the_builder(
+    hierarchy: CaHierarchy, monkeypatch: pytest.MonkeyPatch, module: object, name: str,
+    replacement: object,
 ) -> None:
-    def broken(moment: datetime) -> bytes:
-        raise ValueError("no time today")
-
-    monkeypatch.setattr(der, "time", broken)
-    issuer = _issuer(hierarchy)
-    assert issuer._template is None
-    _check_issues_good_leaves(issuer, hierarchy)
-
-
-def test_issuer_whose_signature_does_not_verify_keeps_the_builder(
-    hierarchy: CaHierarchy, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The TBS matches, but the signer is wrong: the probe's verification catches it.
-    other = ec.generate_private_key(ec.SECP256R1())
-    monkeypatch.setattr(
-        issuer_module,
-        "direct_signer",
-        lambda key, algorithm: lambda data: other.sign(data, ec.ECDSA(algorithm)),
-    )
-    issuer = _issuer(hierarchy)
-    assert issuer._template is None
-    _check_issues_good_leaves(issuer, hierarchy)
-
-
-def test_issuer_with_a_key_it_cannot_sign_with_directly_keeps_the_builder(
-    hierarchy: CaHierarchy, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(issuer_module, "direct_signer", lambda key, algorithm: None)
+    monkeypatch.setattr(module, name, replacement)
     issuer = _issuer(hierarchy)
     assert issuer._template is None
     _check_issues_good_leaves(issuer, hierarchy)
