@@ -461,7 +461,8 @@ class CaService:
             accepted.append((c, cert))
         if not accepted:
             return
-        burned = await self.inventory.db.run_write(lambda conn: _store_issued(conn, accepted, now))
+        burned = await self.inventory.db.run_write(
+            lambda conn: _store_issued(conn, accepted, now), inline=True)
         lost = [c for c, _ in accepted if c.token_id not in burned]
         if lost:
             # Used, expired, suspended or departed since the read above: tell why.

@@ -218,10 +218,13 @@ def test_stored_times_are_sqlalchemys_text() -> None:
     assert sqlite_raw.from_db_time(None) is None
 
 
+@pytest.mark.parametrize("inline", [True, False], ids=["on-the-loop", "worker-thread"])
 async def test_a_failure_midway_leaves_nothing_written(
-        seeded: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+        seeded: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch,
+        inline: bool) -> None:
     """The raw statements share SQLAlchemy's transaction: when the audit append fails
-    after the tokens were burned and the credential rows inserted, all of it rolls back."""
+    after the tokens were burned and the credential rows inserted, all of it rolls back,
+    whether the write ran on the event loop or in a worker thread."""
     path, tokens = seeded
     before = {t: _dump(path, t) for t in ("enrollment_tokens", "credentials", "identities",
                                           "audit_log", "audit_head", "event_outbox")}
@@ -242,7 +245,7 @@ async def test_a_failure_midway_leaves_nothing_written(
 
     try:
         with pytest.raises(sqlite3.OperationalError, match="disk is full"):
-            await db.run_write(write)
+            await db.run_write(write, inline=inline)
     finally:
         await db.close()
     assert {t: _dump(path, t) for t in before} == before
