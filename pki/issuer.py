@@ -340,7 +340,10 @@ class CertificateIssuer:
             )
         lifetime = chosen.validity_for(validity)
         not_before = now.astimezone(UTC).replace(microsecond=0)
-        not_after = not_before + lifetime
+        # Whole seconds, as the certificate encodes them (RFC 5280 §4.1.2.5): what is
+        # recorded is what the certificate says. A lifetime with a fraction (a child's,
+        # bounded by its parent's remaining life) ends at the second before.
+        not_after = (not_before + lifetime).replace(microsecond=0)
         if not_before < self.ca_not_before:
             raise LocalError(f"the issuing CA is not valid before {self.ca_not_before:%Y-%m-%d}")
         if not_after > self.ca_not_after:

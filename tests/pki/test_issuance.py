@@ -134,6 +134,21 @@ def test_requested_validity_within_max_is_honoured(
     assert issued.not_after - issued.not_before == timedelta(days=7)
 
 
+def test_recorded_validity_is_what_the_certificate_says(
+    issuer: CertificateIssuer, leaf_key: PrivateKey
+) -> None:
+    """A lifetime with a fraction of a second (a child's, bounded by its parent's remaining
+    life, asked at a time with microseconds) is recorded as the certificate encodes it:
+    whole seconds, ending at the second before, never after what was asked."""
+    asked_at = NOW + timedelta(microseconds=250_000)
+    issued = issuer.issue(leaf_key.public_key(), "workload", "w", "workload", asked_at,
+                          validity=timedelta(hours=1, microseconds=900_000))
+    cert = x509.load_der_x509_certificate(issued.der)
+    assert issued.not_before == cert.not_valid_before_utc
+    assert issued.not_after == cert.not_valid_after_utc
+    assert issued.not_after == NOW.replace(microsecond=0) + timedelta(hours=1)
+
+
 @pytest.mark.parametrize(
     ("profile", "kind", "validity"),
     [
