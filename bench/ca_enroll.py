@@ -3,7 +3,7 @@
 Prints figures; asserts nothing. Usage::
 
     .venv/bin/python bench/ca_enroll.py [--n 2000] [--rounds 6] [--concurrency 8]
-                                        [--compare thread]
+                                        [--compare thread] [--database-url URL]
 
 Sets up a temporary data dir (``nhi-nac init``, one owner, ``n * rounds * variants + 200``
 workload identities imported, one bootstrap token and P-256 CSR each, by
@@ -15,6 +15,8 @@ CSR checks, signing, and the batch's write with its audit records and events.
 ``--compare thread`` alternates rounds between the default and the batch's write in a
 worker thread (``run_write`` without ``inline``), ABAB then BABA, so the VM's drift
 falls on both alike: on a VM whose speed drifts, compare only within one run.
+``--database-url postgresql://postgres@127.0.0.1`` runs on a fresh PostgreSQL database
+created for the run and dropped after it (its server's CPU is not counted).
 """
 
 from __future__ import annotations
@@ -113,19 +115,32 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--compare", choices=["thread"])
+    parser.add_argument("--database-url", help="a PostgreSQL server (postgresql://…)")
     args = parser.parse_args()
     variants = 2 if args.compare else 1
+    database = f"nhi_ca_enroll_{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="nhi-ca-enroll.") as tmp:
         work = Path(tmp)
         os.environ.update(NHI_NAC_DATA_DIR=str(work / "data"), NHI_NAC_LOG_LEVEL="warning")
-        for var in ("NHI_NAC_CONFIG", "NHI_NAC_DATABASE_URL"):
-            os.environ.pop(var, None)
-        start = time.perf_counter()
-        bodies = prepare(work, 200 + args.n * args.rounds * variants)
-        print(f"# set-up: {len(bodies)} identities, tokens and CSRs in "
-              f"{time.perf_counter() - start:.0f} s; Python {sys.version.split()[0]}",
-              flush=True)
-        asyncio.run(measure(args, bodies))
+        os.environ.pop("NHI_NAC_CONFIG", None)
+        os.environ.pop("NHI_NAC_DATABASE_URL", None)
+        if args.database_url:
+            server = args.database_url.rstrip("/")
+            subprocess.run(["psql", "-q", f"{server}/postgres", "-c",
+                            f"CREATE DATABASE {database}"], check=True)
+            os.environ["NHI_NAC_DATABASE_URL"] = f"{server}/{database}"
+        try:
+            start = time.perf_counter()
+            bodies = prepare(work, 200 + args.n * args.rounds * variants)
+            print(f"# set-up: {len(bodies)} identities, tokens and CSRs in "
+                  f"{time.perf_counter() - start:.0f} s; Python {sys.version.split()[0]}; "
+                  f"{'PostgreSQL' if args.database_url else 'SQLite'}", flush=True)
+            asyncio.run(measure(args, bodies))
+        finally:
+            if args.database_url:
+                subprocess.run(["psql", "-q", f"{server}/postgres", "-c",
+                                f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"],
+                               check=False)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ from typing import Any, NamedTuple
 import structlog
 from cryptography import x509
 from cryptography.x509 import ReasonFlags
-from sqlalchemy import bindparam, exists, func, insert, select, update
+from sqlalchemy import bindparam, exists, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 import pki
@@ -461,9 +461,12 @@ class CaService:
             accepted.append((c, cert))
         if not accepted:
             return
-        burned = await self.inventory.db.run_write(
+        burned, bound = await self.inventory.db.run_write(
             lambda conn: _store_issued(conn, accepted, now), inline=True)
-        lost = [c for c, _ in accepted if c.token_id not in burned]
+        for c, _cert in accepted:
+            if c.token_id in bound:
+                c.pending.done.set_exception(_bound_elsewhere(bound[c.token_id]))
+        lost = [c for c, _ in accepted if c.token_id not in burned and c.token_id not in bound]
         if lost:
             # Used, expired, suspended or departed since the read above: tell why.
             again = await db.run_read(lambda conn: _token_rows(conn, [c.pending.token_hash
@@ -524,6 +527,7 @@ class CaService:
                 validity = child_validity(profile, validity, *limit, now)
         dns = tuple(v for k, v in scope.items()
                     if k == DNS_SCOPE_KEY or k.startswith(DNS_SCOPE_KEY + "."))
+        _lock_keys(conn, [fp])
         holders = _key_holders(conn, [fp])
         try:
             cert = issuer.issue_for_csr(
@@ -1071,18 +1075,58 @@ def _key_holders(conn: Connection, fingerprints: Sequence[str]
 
 def _store_issued(conn: Connection,
                   accepted: Sequence[tuple[_Candidate, pki.IssuedCertificate]],
-                  now: dt.datetime) -> set[int]:
+                  now: dt.datetime) -> tuple[set[int], dict[int, str]]:
     """Burn the tokens, then write what was issued for those burned: credential rows,
-    identities' last rotation, audit records and events. Returns the burned token ids.
+    identities' last rotation, audit records and events. Returns the burned token ids,
+    and the tokens refused because their key is now bound to another identity (with
+    that identity).
 
-    The burn is one conditional UPDATE that re-checks, inside this transaction, that
-    each token is unused and unexpired and its identity and owner are active: of two
-    uses of one token (two batches, two nodes) exactly one finds it unused.
+    The keys are bound here, not only at the batch's read: under a lock per key
+    (:func:`_lock_keys`) the holders are read again, so of two identities enrolling one
+    key at once on two nodes (or API processes) exactly one gets it. The burn is one
+    conditional UPDATE that re-checks, inside this transaction, that each token is
+    unused and unexpired and its identity and owner are active: of two uses of one
+    token (two batches, two nodes) exactly one finds it unused.
     """
-    burned = _consume_tokens(conn, [c.token_id for c, _ in accepted], now)
+    fingerprints = sorted({c.key_fingerprint for c, _ in accepted})
+    _lock_keys(conn, fingerprints)
+    holders = _key_holders(conn, fingerprints)
+    bound: dict[int, str] = {}
+    free: list[tuple[_Candidate, pki.IssuedCertificate]] = []
+    for c, cert in accepted:
+        other = _Holders(c.key_fingerprint, holders.get(c.key_fingerprint, set()),
+                         (c.kind, c.name)).bound_identity(c.key_fingerprint)
+        if other is not None and other != (c.kind, c.name):
+            bound[c.token_id] = f"{other[0]}/{other[1]}"
+        else:
+            free.append((c, cert))
+    burned = _consume_tokens(conn, [c.token_id for c, _ in free], now) if free else set()
     _record_issued(conn, [(c.identity_id, c.ref, f"enroll:{c.ref}", cert, {})
-                          for c, cert in accepted if c.token_id in burned], now)
-    return burned
+                          for c, cert in free if c.token_id in burned], now)
+    return burned, bound
+
+
+def _bound_elsewhere(ref: str) -> InvalidInput:
+    return InvalidInput(f"certificate refused: the CSR's public key is already bound to "
+                        f"another identity ({ref})")
+
+
+#: PostgreSQL advisory lock class of public keys being bound ("nhik" in ASCII); the
+#: two-key form, whose key space does not overlap the one-key form's (governance scan).
+KEY_LOCK_CLASS = 0x6E68696B
+_LOCK_KEYS = text(
+    "SELECT pg_advisory_xact_lock(:cls, k) FROM "
+    "(SELECT DISTINCT k FROM unnest(CAST(:keys AS integer[])) AS k ORDER BY k) AS ordered")
+
+
+def _lock_keys(conn: Connection, fingerprints: Sequence[str]) -> None:
+    """On PostgreSQL, lock each public key (by its SPKI SHA-256) until this transaction
+    ends, in one order, so that binding a key and reading who holds it are one step
+    across nodes. On SQLite the database's single writer already makes them one."""
+    if conn.dialect.name != "postgresql" or not fingerprints:
+        return
+    keys = [int.from_bytes(bytes.fromhex(fp[:8]), "big", signed=True) for fp in fingerprints]
+    conn.execute(_LOCK_KEYS, {"cls": KEY_LOCK_CLASS, "keys": keys}).all()
 
 
 def _record_issued(conn: Connection,

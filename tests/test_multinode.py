@@ -156,6 +156,49 @@ def test_enrollment_across_api_worker_processes(pg_database: str, tmp_path: Path
     assert _listeners(svc.api) == 0
 
 
+def test_one_key_is_bound_to_one_identity_across_api_processes(
+        pg_database: str, tmp_path: Path) -> None:
+    """Two identities enrolling the same public key at the same moment through two API
+    processes (two nodes): one certificate, and the other is refused with the reason,
+    however the two requests are spread over the processes' batches."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pki import build_csr, generate_private_key
+
+    env = service_env(tmp_path)
+    env["NHI_NAC_DATABASE_URL"] = pg_database
+    env["NHI_NAC_API_WORKERS"] = "2"
+    svc = Service(env, tmp_path / "data")
+    svc.cli("init")
+    svc.cli("owner", "add", "alice@example.com", "--name", "Alice", "--team", "platform")
+    pairs = 12
+    names = [f"w-{i}" for i in range(2 * pairs)]
+    csv = tmp_path / "ids.csv"
+    csv.write_text("kind,name,owner\n" + "".join(f"workload,{n},alice@example.com\n"
+                                                  for n in names))
+    svc.cli("import", str(csv))
+    tokens = [svc.cli("token", "create", f"workload/{n}", "--ttl", "10m").strip()
+              for n in names]
+    keys = [generate_private_key("p256") for _ in range(pairs)]
+    csrs = [build_csr(keys[i // 2], f"spiffe://nhi.example/workload/{n}")
+            for i, n in enumerate(names)]
+    svc.start()
+    try:
+        deadline = time.monotonic() + 30
+        while _listeners(svc.api) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _listeners(svc.api) == 2
+        with ThreadPoolExecutor(2 * pairs) as pool:
+            codes = list(pool.map(lambda job: _post_enroll(svc.api, *job),
+                                  zip(tokens, csrs, strict=True)))
+        assert [sorted(codes[i:i + 2]) for i in range(0, len(codes), 2)] == \
+            [[201, 400]] * pairs, codes
+        (issued, _rows), _events, _audited = _run(_counts(pg_database))
+        assert issued == pairs
+    finally:
+        svc.stop()
+
+
 async def _counts(dsn: str) -> tuple[tuple[int, int], int, int]:
     conn = await asyncpg.connect(dsn, timeout=5)
     try:

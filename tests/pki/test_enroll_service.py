@@ -301,10 +301,14 @@ async def test_a_change_between_check_and_write_is_caught_in_the_write(
 
     token = await lab.token("workload/api")
     real = ca_service._key_holders
+    calls = 0
 
     def meanwhile(conn: Connection, fingerprints: Any) -> Any:
-        conn.execute(text(change))
-        conn.commit()
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the batch's read; the write reads the key's holders again
+            conn.execute(text(change))
+            conn.commit()
         return real(conn, fingerprints)
 
     monkeypatch.setattr(ca_service, "_key_holders", meanwhile)
@@ -313,3 +317,41 @@ async def test_a_change_between_check_and_write_is_caught_in_the_write(
     assert (code, reason in body["detail"]) == (403, True), body
     after = await lab.counts()
     assert after[:3] == before[:3]  # no credential, audit record or event
+
+
+async def test_a_key_bound_elsewhere_between_check_and_write_is_caught_in_the_write(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another node certifies the same key for another identity after the batch read the
+    key's holders: the write reads them again under the key's lock and refuses, with the
+    reason; nothing of this request is stored and its token stays unused."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import Connection
+
+    import nhi_nac.ca_service as ca_service
+
+    key = pki.generate_private_key("p256")
+    token = await lab.token("workload/api")
+    real = ca_service._read_batch
+
+    def meanwhile(conn: Connection, batch: Any, now: dt.datetime) -> Any:
+        found = real(conn, batch, now)
+        conn.execute(text(
+            "INSERT INTO credentials (identity_id, type, serial, fingerprint, "
+            "key_fingerprint, profile, status, created_at) VALUES ((SELECT id FROM "
+            "identities WHERE name = 'billing'), 'certificate', 'b111', :fp, :kfp, "
+            "'workload', 'active', :now)"),
+            {"fp": "f" * 64, "kfp": pki.public_key_fingerprint(key.public_key()),
+             "now": now.replace(tzinfo=None)})
+        conn.commit()
+        return found
+
+    monkeypatch.setattr(ca_service, "_read_batch", meanwhile)
+    before = await lab.counts()
+    code, body = await lab.enroll(token, csr_for("api", key))
+    assert (code, "already bound to another identity (workload/billing)" in body["detail"]
+            ) == (400, True), body
+    after = await lab.counts()
+    assert after == (before[0] + 1, *before[1:])  # only the other node's credential
+    monkeypatch.setattr(ca_service, "_read_batch", real)
+    code, body = await lab.enroll(token, csr_for("api"))  # the token is still good
+    assert code == 201, body
