@@ -113,6 +113,36 @@ def _post_enroll(port: int, token: str, csr: bytes) -> int:
         return exc.code
 
 
+def _two_api_processes(pg_database: str, tmp_path: Path, names: list[str]
+                       ) -> tuple[Service, list[str]]:
+    """A service with ``api.workers = 2`` on ``pg_database`` (not started), workload
+    identities ``names`` owned by Alice, and a bootstrap token for each."""
+    env = service_env(tmp_path)
+    env["NHI_NAC_DATABASE_URL"] = pg_database
+    env["NHI_NAC_API_WORKERS"] = "2"
+    svc = Service(env, tmp_path / "data")
+    svc.cli("init")
+    svc.cli("owner", "add", "alice@example.com", "--name", "Alice", "--team", "platform")
+    csv = tmp_path / "ids.csv"
+    csv.write_text("kind,name,owner\n" + "".join(f"workload,{n},alice@example.com\n"
+                                                  for n in names))
+    svc.cli("import", str(csv))
+    return svc, [svc.cli("token", "create", f"workload/{n}", "--ttl", "10m").strip()
+                 for n in names]
+
+
+def _start_both(svc: Service) -> None:
+    """Start the service; return once both API processes listen (stopped if they do
+    not)."""
+    svc.start()
+    deadline = time.monotonic() + 30
+    while _listeners(svc.api) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _listeners(svc.api) != 2:
+        svc.stop()
+        pytest.fail(f"{_listeners(svc.api)} API processes listen on {svc.api}, not 2")
+
+
 def test_enrollment_across_api_worker_processes(pg_database: str, tmp_path: Path) -> None:
     """``api.workers = 2``: two processes share the API port; each token, sent twice at
     once over separate connections, is issued exactly once, and every issue has its
@@ -122,27 +152,12 @@ def test_enrollment_across_api_worker_processes(pg_database: str, tmp_path: Path
 
     from pki import build_csr, generate_private_key
 
-    env = service_env(tmp_path)
-    env["NHI_NAC_DATABASE_URL"] = pg_database
-    env["NHI_NAC_API_WORKERS"] = "2"
-    svc = Service(env, tmp_path / "data")
-    svc.cli("init")
-    svc.cli("owner", "add", "alice@example.com", "--name", "Alice", "--team", "platform")
     names = [f"w-{i}" for i in range(8)]
-    csv = tmp_path / "ids.csv"
-    csv.write_text("kind,name,owner\n" + "".join(f"workload,{n},alice@example.com\n"
-                                                  for n in names))
-    svc.cli("import", str(csv))
-    tokens = [svc.cli("token", "create", f"workload/{n}", "--ttl", "10m").strip()
-              for n in names]
+    svc, tokens = _two_api_processes(pg_database, tmp_path, names)
     csrs = [build_csr(generate_private_key("p256"), f"spiffe://nhi.example/workload/{n}")
             for n in names]
-    svc.start()
+    _start_both(svc)
     try:
-        deadline = time.monotonic() + 30
-        while _listeners(svc.api) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _listeners(svc.api) == 2
         jobs = [(t, c) for t, c in zip(tokens, csrs, strict=True)] * 2
         with ThreadPoolExecutor(8) as pool:
             codes = list(pool.map(lambda job: _post_enroll(svc.api, *job), jobs))
@@ -165,29 +180,14 @@ def test_one_key_is_bound_to_one_identity_across_api_processes(
 
     from pki import build_csr, generate_private_key
 
-    env = service_env(tmp_path)
-    env["NHI_NAC_DATABASE_URL"] = pg_database
-    env["NHI_NAC_API_WORKERS"] = "2"
-    svc = Service(env, tmp_path / "data")
-    svc.cli("init")
-    svc.cli("owner", "add", "alice@example.com", "--name", "Alice", "--team", "platform")
     pairs = 12
     names = [f"w-{i}" for i in range(2 * pairs)]
-    csv = tmp_path / "ids.csv"
-    csv.write_text("kind,name,owner\n" + "".join(f"workload,{n},alice@example.com\n"
-                                                  for n in names))
-    svc.cli("import", str(csv))
-    tokens = [svc.cli("token", "create", f"workload/{n}", "--ttl", "10m").strip()
-              for n in names]
+    svc, tokens = _two_api_processes(pg_database, tmp_path, names)
     keys = [generate_private_key("p256") for _ in range(pairs)]
     csrs = [build_csr(keys[i // 2], f"spiffe://nhi.example/workload/{n}")
             for i, n in enumerate(names)]
-    svc.start()
+    _start_both(svc)
     try:
-        deadline = time.monotonic() + 30
-        while _listeners(svc.api) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _listeners(svc.api) == 2
         with ThreadPoolExecutor(2 * pairs) as pool:
             codes = list(pool.map(lambda job: _post_enroll(svc.api, *job),
                                   zip(tokens, csrs, strict=True)))
