@@ -1094,10 +1094,9 @@ def _store_issued(conn: Connection,
     bound: dict[int, str] = {}
     free: list[tuple[_Candidate, pki.IssuedCertificate]] = []
     for c, cert in accepted:
-        other = _Holders(c.key_fingerprint, holders.get(c.key_fingerprint, set()),
-                         (c.kind, c.name)).bound_identity(c.key_fingerprint)
-        if other is not None and other != (c.kind, c.name):
-            bound[c.token_id] = f"{other[0]}/{other[1]}"
+        others = sorted(h for h in holders.get(c.key_fingerprint, ()) if h != (c.kind, c.name))
+        if others:
+            bound[c.token_id] = f"{others[0][0]}/{others[0][1]}"
         else:
             free.append((c, cert))
     burned = _consume_tokens(conn, [c.token_id for c, _ in free], now) if free else set()

@@ -156,23 +156,24 @@ def test_template_matches_builder_per_profile_and_leaf_key(
 def test_long_name_gives_empty_subject_and_critical_san(
     pair: IssuerPair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    public_key = LEAF_KEYS["p256"].public_key()
-    cert = issue_both(
-        pair,
-        monkeypatch,
-        HIGH_BIT_SERIAL,
-        lambda issuer: issuer.issue(public_key, "device", "d" * 65, "device", NOW),
-    )
+    cert = _device_leaf(pair, monkeypatch, "d" * 65, NOW)
     assert len(cert.subject) == 0
     assert cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).critical
     # At 64 characters the name is still the CN (RFC 5280 ub-common-name).
-    cert = issue_both(
+    cert = _device_leaf(pair, monkeypatch, "d" * 64, NOW)
+    assert cert.subject.rfc4514_string() == "CN=" + "d" * 64
+
+
+def _device_leaf(pair: IssuerPair, monkeypatch: pytest.MonkeyPatch, name: str,
+                 now: datetime) -> x509.Certificate:
+    """A device leaf for a P-256 key, through both paths (``issue_both``)."""
+    public_key = LEAF_KEYS["p256"].public_key()
+    return issue_both(
         pair,
         monkeypatch,
         HIGH_BIT_SERIAL,
-        lambda issuer: issuer.issue(public_key, "device", "d" * 64, "device", NOW),
+        lambda issuer: issuer.issue(public_key, "device", name, "device", now),
     )
-    assert cert.subject.rfc4514_string() == "CN=" + "d" * 64
 
 
 @pytest.mark.parametrize(
@@ -186,13 +187,7 @@ def test_long_name_gives_empty_subject_and_critical_san(
 def test_validity_encodings_either_side_of_2050(
     pair: IssuerPair, monkeypatch: pytest.MonkeyPatch, start: datetime, tags: tuple[int, int]
 ) -> None:
-    public_key = LEAF_KEYS["p256"].public_key()
-    cert = issue_both(
-        pair,
-        monkeypatch,
-        HIGH_BIT_SERIAL,
-        lambda issuer: issuer.issue(public_key, "device", "clock", "device", start),
-    )
+    cert = _device_leaf(pair, monkeypatch, "clock", start)
     # TBSCertificate: version, serialNumber, signature, issuer, validity, ...
     validity = der.split(der.split(cert.tbs_certificate_bytes)[4])
     assert (validity[0][0], validity[1][0]) == tags
