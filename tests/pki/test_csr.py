@@ -90,11 +90,37 @@ def test_csr_without_names_is_fine() -> None:
     check_csr(build_csr(generate_private_key()), IDENTITY)
 
 
-def _tampered_signature() -> bytes:
-    csr = x509.load_pem_x509_csr(make_csr(generate_private_key(), [uri(IDENTITY.uri)]))
-    der = bytearray(csr.public_bytes(serialization.Encoding.DER))
+def _tampered_signature(key: Any = None) -> bytes:
+    pem = make_csr(key or generate_private_key(), [uri(IDENTITY.uri)])
+    der = bytearray(x509.load_pem_x509_csr(pem).public_bytes(serialization.Encoding.DER))
     der[-1] ^= 0x01
     return bytes(der)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        ec.generate_private_key(ec.SECP384R1()),
+        ed25519.Ed25519PrivateKey.generate(),
+        rsa.generate_private_key(65537, 2048),
+    ],
+    ids=["p384", "ed25519", "rsa2048"],
+)
+def test_a_bad_signature_is_refused_for_every_key_type(key: Any) -> None:
+    with pytest.raises(CsrRejected, match="signature does not verify"):
+        check_csr(_tampered_signature(key), IDENTITY)
+
+
+def test_the_signature_is_checked_with_the_digest_the_csr_names() -> None:
+    """Signed with SHA-256, labelled ecdsa-with-SHA384: the label is what is checked."""
+    der = x509.load_pem_x509_csr(make_csr(generate_private_key(), [uri(IDENTITY.uri)])
+                                 ).public_bytes(serialization.Encoding.DER)
+    sha256_oid = bytes.fromhex("2a8648ce3d040302")
+    assert der.count(sha256_oid) == 1
+    relabelled = der.replace(sha256_oid, bytes.fromhex("2a8648ce3d040303"))
+    assert x509.load_der_x509_csr(relabelled).signature_hash_algorithm.name == "sha384"
+    with pytest.raises(CsrRejected, match="signature does not verify"):
+        check_csr(relabelled, IDENTITY)
 
 
 @pytest.mark.parametrize(
