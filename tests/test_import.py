@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from sqlalchemy import text
 
-from nhi_nac.importer import ImportRefused, import_identities, parse_import
+from nhi_nac.importer import ANALYZE_AFTER_ROWS, ImportRefused, import_identities, parse_import
 from nhi_nac.inventory import Inventory
 
 CSV_OK = b"""kind,name,owner,scope,macs,allow_mab
@@ -76,3 +77,31 @@ async def test_json_bad_row_is_named(inventory: Inventory) -> None:
 def test_unknown_file_type_is_refused() -> None:
     with pytest.raises(Exception, match="end in .csv or .json"):
         parse_import(b"", "x.yaml")
+
+
+async def _planner_row_count(inv: Inventory, table: str) -> float | None:
+    """What the query planner believes ``table`` holds (None: no statistics)."""
+    async with inv.db.engine.connect() as conn:
+        if inv.db.is_sqlite:
+            has_stats = (await conn.execute(text(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'"))).scalar()
+            if not has_stats:
+                return None
+            stat = (await conn.execute(text(
+                "SELECT stat FROM sqlite_stat1 WHERE tbl = :t LIMIT 1"), {"t": table})).scalar()
+            return None if stat is None else float(stat.split()[0])
+        tuples = (await conn.execute(text(
+            "SELECT reltuples FROM pg_class WHERE relname = :t"), {"t": table})).scalar()
+        return None if tuples is None or tuples < 0 else float(tuples)
+
+
+async def test_a_bulk_import_gives_the_planner_statistics_at_once(inventory: Inventory) -> None:
+    """Without them PostgreSQL plans on a freshly loaded table as if it were tiny (each
+    enrollment batch then scanned every active identity) until autovacuum, if it runs,
+    gets there."""
+    await inventory.add_owner("alice@example.com", "Alice", actor="test")
+    rows = "".join(f"device,d-{i},alice@example.com,zone=z{i % 7},,\n"
+                   for i in range(ANALYZE_AFTER_ROWS))
+    await _load(inventory, f"kind,name,owner,scope,macs,allow_mab\n{rows}".encode(), "f.csv")
+    assert await _planner_row_count(inventory, "identities") == ANALYZE_AFTER_ROWS
+    assert await _planner_row_count(inventory, "identity_labels") == ANALYZE_AFTER_ROWS

@@ -239,10 +239,17 @@ class Database:
         if self._inline_engine is not None:
             self._inline_engine.dispose()
 
-    async def analyze(self) -> None:
-        """Refresh the query planner's statistics (after bulk changes)."""
+    async def analyze(self, *tables: str) -> None:
+        """Refresh the query planner's statistics of ``tables`` (all if none) after bulk
+        changes. ``tables`` are this schema's own names, never user input."""
         async with self.engine.begin() as conn:
-            await conn.execute(text("ANALYZE"))
+            if not tables:
+                await conn.execute(text("ANALYZE"))
+            elif self.is_sqlite:  # one table per statement
+                for table in tables:
+                    await conn.execute(text(f"ANALYZE {table}"))
+            else:
+                await conn.execute(text(f"ANALYZE {', '.join(tables)}"))
 
     # -- migrations -------------------------------------------------------------
 
