@@ -82,6 +82,7 @@ from nhi_nac.inventory import Inventory
 from nhi_nac.outbox import add_event
 from nhi_nac.radius_service import TLS_DIR
 from nhi_nac.storage import queries, sqlite_raw
+from nhi_nac.storage.batched import BatchedLookup
 from nhi_nac.storage.models import (
     Credential,
     EnrollmentToken,
@@ -196,6 +197,9 @@ class CaService:
         self._revoked: dict[int, tuple[dt.datetime, ReasonFlags]] | None = None
         #: OCSP request DER (no nonce) -> (expires, response DER).
         self._ocsp_cache: dict[bytes, tuple[dt.datetime, bytes]] = {}
+        #: Serial (hex) -> its credential's (status, revoked_at, reason): one query for
+        #: the OCSP requests of one moment.
+        self._status_lookup: BatchedLookup[str, Any] = BatchedLookup(self._statuses)
         self._published: tuple[tuple[int, int, int], PublishedCrl] | None = None
         self._crl_lock = asyncio.Lock()
 
@@ -749,15 +753,20 @@ class CaService:
             return pki.SerialStatus(pki.CertStatus.REVOKED, hit[0], hit[1])
         # Not revoked as far as this process knows: ask whether we issued it at all (and
         # pick up a revocation made elsewhere that ``refresh`` has not seen yet).
-        row = await self.inventory.db.run_read(
-            lambda conn: conn.execute(_STATUS_BY_SERIAL, {"serial": format(serial, "x")}).first())
+        row = await self._status_lookup.get(format(serial, "x"))
         if row is None:
             return pki.SerialStatus(pki.CertStatus.UNKNOWN)
-        if row[0] == "revoked":
-            at, reason = row[1] or self.inventory.clock(), ReasonFlags(row[2] or "unspecified")
+        if row.status == "revoked":
+            at = row.revoked_at or self.inventory.clock()
+            reason = ReasonFlags(row.revocation_reason or "unspecified")
             self._revoked[serial] = (at, reason)
             return pki.SerialStatus(pki.CertStatus.REVOKED, at, reason)
         return pki.SerialStatus(pki.CertStatus.GOOD)
+
+    async def _statuses(self, serials: Sequence[str]) -> dict[str, Any]:
+        rows = await self.inventory.db.run_read(
+            lambda conn: conn.execute(_STATUS_BY_SERIALS, {"serials": list(serials)}).all())
+        return {r.serial: r for r in rows}
 
     # -- listing ----------------------------------------------------------------------------
 
@@ -919,9 +928,10 @@ _SQLITE_INSERT_EVENT = ("INSERT INTO event_outbox (event_id, type, at, payload, 
 _REVOKED_ROWS = select(Credential.serial, Credential.revoked_at,
                        Credential.revocation_reason).where(
     Credential.type == "certificate", Credential.status == "revoked")
-_STATUS_BY_SERIAL = select(Credential.status, Credential.revoked_at,
-                           Credential.revocation_reason).where(
-    Credential.serial == bindparam("serial"), Credential.type == "certificate")
+_STATUS_BY_SERIALS = select(Credential.serial, Credential.status, Credential.revoked_at,
+                            Credential.revocation_reason).where(
+    Credential.serial.in_(bindparam("serials", expanding=True)),
+    Credential.type == "certificate")
 _SETTINGS = table_of(Setting)
 _CRL_NUMBER = select(_SETTINGS.c.value).where(_SETTINGS.c.key == "crl_number").with_for_update()
 # For queries.changed_since: exact types, not prefixes.

@@ -285,6 +285,56 @@ async def test_ocsp_answers_revocation_from_memory_and_drops_cached_answers(lab:
     assert crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
 
 
+async def test_concurrent_ocsp_requests_share_queries_and_each_gets_its_own_answer(
+        lab: Lab) -> None:
+    """Requests that arrive together are looked up in one query, not one each: a good
+    certificate, one revoked by another node (in the database, not yet in this process's
+    memory) and a serial never issued, each with its own nonce, all at once."""
+    import os
+
+    from cryptography.x509 import ocsp
+    from sqlalchemy import text
+
+    lab.ca.issue_service_certificates(lab.clock.now)
+    certs = {}
+    for name in ("api", "billing"):
+        code, body = await lab.enroll(await lab.token(f"workload/{name}"), csr_for(name))
+        assert code == 201
+        certs[name] = x509.load_pem_x509_certificate(body["certificate_pem"].encode())
+    issuer = x509.load_pem_x509_certificate(body["chain_pem"].encode())
+    async with lab.inv.db.engine.begin() as conn:
+        await conn.execute(text(
+            "UPDATE credentials SET status = 'revoked', revoked_at = created_at, "
+            "revocation_reason = 'keyCompromise' WHERE serial = :s"),
+            {"s": format(certs["billing"].serial_number, "x")})
+    never = (ocsp.OCSPRequestBuilder().add_certificate(certs["api"], issuer, hashes.SHA1())
+             .build())
+
+    def request(serial: int) -> bytes:
+        return (ocsp.OCSPRequestBuilder()
+                .add_certificate_by_hash(never.issuer_name_hash, never.issuer_key_hash,
+                                         serial, hashes.SHA1())
+                .add_extension(x509.OCSPNonce(os.urandom(16)), critical=False)
+                .build().public_bytes(serialization.Encoding.DER))
+
+    async def status(serial: int) -> ocsp.OCSPCertStatus:
+        r = await lab.client.post("/pki/v1/ocsp", data=request(serial),
+                                  headers={"Content-Type": "application/ocsp-request"})
+        answer = ocsp.load_der_ocsp_response(await r.read())
+        assert answer.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
+        return answer.certificate_status
+
+    unknown = [0x5EED00 + i for i in range(16)]
+    serials = [certs["api"].serial_number, certs["billing"].serial_number, *unknown] * 2
+    before = lab.ca._status_lookup.queries
+    got = await asyncio.gather(*(status(s) for s in serials))
+    assert got == [ocsp.OCSPCertStatus.GOOD, ocsp.OCSPCertStatus.REVOKED,
+                   *[ocsp.OCSPCertStatus.UNKNOWN] * len(unknown)] * 2
+    # One query per serial would be 17 at least (good and unknown are never in memory).
+    assert 1 <= lab.ca._status_lookup.queries - before <= 8
+    assert lab.ca.is_revoked(certs["billing"].serial_number) is True  # now in memory
+
+
 @pytest.mark.parametrize(("change", "reason"), [
     ("UPDATE enrollment_tokens SET used_at = created_at", "bootstrap token already used"),
     ("UPDATE identities SET status = 'suspended' WHERE name = 'api'",
