@@ -14,6 +14,14 @@ pages and syncs the disk); every ``INLINE_CHECKPOINT_EVERY`` of its commits, a w
 thread runs a passive checkpoint. ``bench/ca_enroll.py --compare thread``: 569 against
 603 µs of CPU per certificate, 1,811 against 1,501 certificates/s, for the thread
 crossing and the GIL hand-overs it saves.
+
+A PostgreSQL connection taken from the pool is checked to be alive first, so that a
+database restart, a fail-over or a firewall that dropped an idle connection costs a
+reconnect, not a failed request. SQLAlchemy's ``pool_pre_ping`` does that for asyncpg in
+three round trips (BEGIN, an empty statement, ROLLBACK); :func:`_asyncpg_alive` does it
+in one, ``SELECT 1`` in the simple query protocol (no prepared statement, so it also
+holds behind PgBouncer in transaction mode). With eight concurrent enrollments that
+was 15–20% of the CPU of a certificate on PostgreSQL, all of it with no ping at all.
 """
 
 from __future__ import annotations
@@ -26,10 +34,11 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import asyncpg
 import structlog
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -37,6 +46,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.util import await_
 
 from nhi_nac.errors import InternalError
 
@@ -74,6 +84,23 @@ def _sqlite_inline_pragmas(dbapi_conn: Any, record: Any) -> None:
     dbapi_conn.isolation_level = None
 
 
+#: What a dead or dying PostgreSQL connection raises: the socket is gone, the client
+#: closed it, or the server is shutting the session down (SQLSTATE class 08 and 57).
+_GONE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
+         asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError)
+
+
+def _asyncpg_alive(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    """On every checkout from the pool: ``SELECT 1`` on the asyncpg connection (inside
+    SQLAlchemy's greenlet, as ``pool_pre_ping`` runs). A dead connection raises
+    ``DisconnectionError``: the pool drops it and checks out another, or a new one.
+    Any other error is a bug and propagates as itself."""
+    try:
+        await_(dbapi_conn.driver_connection.execute("SELECT 1"))
+    except _GONE as exc:
+        raise DisconnectionError(f"pooled connection is gone: {exc!r}") from exc
+
+
 class _WriteLockHeld(Exception):
     """Another connection holds SQLite's write lock."""
 
@@ -94,9 +121,12 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
+        asyncpg = url.startswith("postgresql+asyncpg")
         if not self.is_sqlite:
-            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=not asyncpg)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if asyncpg:
+            event.listen(self.engine.sync_engine, "checkout", _asyncpg_alive)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
