@@ -445,8 +445,9 @@ class CaService:
         issuer = self._issuer()
         db = self.inventory.db
         now = self.inventory.clock()
+        # No shared snapshot needed: the write checks tokens and keys again.
         candidates, holders, parents = await db.run_read(
-            lambda conn: _read_batch(conn, batch, now))
+            lambda conn: _read_batch(conn, batch, now), transaction=False)
         accepted: list[tuple[_Candidate, pki.IssuedCertificate]] = []
         claimed: set[int] = set()
         for c in candidates:
@@ -765,7 +766,8 @@ class CaService:
 
     async def _statuses(self, serials: Sequence[str]) -> dict[str, Any]:
         rows = await self.inventory.db.run_read(
-            lambda conn: conn.execute(_STATUS_BY_SERIALS, {"serials": list(serials)}).all())
+            lambda conn: conn.execute(_STATUS_BY_SERIALS, {"serials": list(serials)}).all(),
+            transaction=False)
         return {r.serial: r for r in rows}
 
     # -- listing ----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""PostgreSQL: a pooled connection the server has closed costs a reconnect, not a request.
+"""PostgreSQL connections: a pooled connection the server has closed costs a reconnect,
+not a request; a read outside a transaction leaves no connection outside one.
 
 A database restart, a fail-over or a firewall that drops idle connections leaves dead
 connections in the pool. Each is checked at checkout (``storage.db._asyncpg_alive``, one
@@ -62,3 +63,33 @@ async def test_connections_the_server_closed_are_replaced_at_checkout(database: 
             return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
         assert await database.run_write(touch) not in before
     assert not (await _backend_pids(database)) & before
+
+
+def _two_statement_times(conn: Connection) -> tuple[object, object]:
+    first = conn.execute(text("SELECT now()")).scalar()
+    conn.execute(text("SELECT pg_sleep(0.01)"))
+    return first, conn.execute(text("SELECT now()")).scalar()
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+async def test_reads_outside_a_transaction_leave_writes_atomic(database: Database) -> None:
+    """``run_read(transaction=False)`` runs each statement on its own (now() moves on,
+    where one transaction keeps it), and the connection goes back to the pool with its
+    transactions restored: a write that fails midway on it still leaves nothing."""
+    inside = await database.run_read(_two_statement_times)
+    assert inside[0] == inside[1]
+    outside = await asyncio.gather(*(database.run_read(_two_statement_times, transaction=False)
+                                     for _ in range(POOLED)))
+    assert all(a != b for a, b in outside)
+
+    def half_then_fail(conn: Connection) -> None:
+        conn.execute(text("INSERT INTO settings (key, value) VALUES ('half', 'written')"))
+        raise RuntimeError("fails midway")
+
+    for _ in range(2):  # over every connection the reads above used
+        with pytest.raises(ExceptionGroup):
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(POOLED):
+                    tg.create_task(database.run_write(half_then_fail))
+    assert await database.run_read(lambda conn: conn.execute(
+        text("SELECT count(*) FROM settings WHERE key = 'half'")).scalar()) == 0
