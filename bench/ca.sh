@@ -25,7 +25,11 @@
 #   WORKERS=1 nhi-nac API processes (api.workers; server CPU counts them all)
 #   CFSSL=0 skips the CFSSL rounds, OCSP and CRL (quick nhi-nac-only enrollment iterations)
 #   PG=postgresql://postgres@127.0.0.1 runs nhi-nac on a fresh PostgreSQL database created
-#     there for the run (dropped at the end) instead of SQLite; needed for WORKERS > 1
+#     there for the run (dropped at the end) instead of SQLite; needed for WORKERS > 1.
+#     Where that server runs with autovacuum off, each nhi-nac round starts with a
+#     VACUUM ANALYZE of the bench database (what autovacuum would have done meanwhile:
+#     without it the tables the rounds grow go unanalyzed and bloat, and each round is
+#     slower than the one before)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -76,7 +80,11 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[
 
 echo "# bench/ca $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname): $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')"
 echo "# cfssl $(cfssl version 2>/dev/null | sed -n 's/^Version: //p') (Debian golang-cfssl $(dpkg-query -W -f '${Version}' golang-cfssl 2>/dev/null)); nhi-nac $("$PY" -c 'import importlib.metadata as m; print(m.version("nhi-nac"))') (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet 2>/dev/null || echo '+dirty')); $("$PY" -c 'import cryptography, aiohttp, sys; print("Python", sys.version.split()[0], "cryptography", cryptography.__version__, "aiohttp", aiohttp.__version__)')"
+VACUUM=0
 if [ -n "$PG" ]; then STORE="PostgreSQL $(psql -tA "$PG/postgres" -c 'SHOW server_version') at $PG"
+  if [ "$(psql -tA "$PG/postgres" -c 'SHOW autovacuum')" = off ]; then
+    VACUUM=1; STORE="$STORE; its autovacuum is off, so VACUUM (ANALYZE) before each nhi-nac round"
+  fi
 else STORE="SQLite (the embedded default)"; fi
 echo "# nhi-nac storage: $STORE"
 echo "# enrollment: N=$N per round, C=$C, nhi-nac api.workers=$WORKERS, ROUNDS=$ROUNDS alternating (nhi-nac WARM=$WARM first); OCSP N=$OCSP_N C=$OCSP_C; CRL $CRL_N entries"
@@ -128,6 +136,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   CF_RATE+=("$(field rate "$out")"); CF_CPU+=("$(field server_cpu_us_per_cert "$out")")
   CF_P50+=("$(field p50 "$out")"); CF_P99+=("$(field p99 "$out")")
   fi
+  [ "$VACUUM" = 1 ] && psql -q "$PG/$PG_DB" -c "VACUUM (ANALYZE)"
   out=$("$PY" "$HERE/ca/load.py" enroll "$N" "$C" "$URL" "$WORK/bodies.jsonl" --pid $NHI_PID --skip $((WARM + (r - 1) * N)))
   echo "nhi-nac  round $r  $out"
   NH_RATE+=("$(field rate "$out")"); NH_CPU+=("$(field server_cpu_us_per_cert "$out")")
