@@ -121,11 +121,11 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
-        asyncpg = url.startswith("postgresql+asyncpg")
+        on_asyncpg = url.startswith("postgresql+asyncpg")
         if not self.is_sqlite:
-            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=not asyncpg)
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=not on_asyncpg)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        if asyncpg:
+        if on_asyncpg:
             event.listen(self.engine.sync_engine, "checkout", _asyncpg_alive)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
