@@ -56,7 +56,7 @@ from typing import Any, NamedTuple
 import structlog
 from cryptography import x509
 from cryptography.x509 import ReasonFlags
-from sqlalchemy import bindparam, exists, func, insert, select, text, update
+from sqlalchemy import bindparam, exists, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 import pki
@@ -110,6 +110,13 @@ API_TLS_DIR = "api"
 OCSP_RESPONDER_NAME = "ocsp"
 #: Re-sign the CRL when less than this part of its validity is left.
 CRL_REFRESH_FRACTION = 0.5
+#: A revoked certificate leaves the CRL (and the in-memory revoked set) this long after
+#: it expires. RFC 5280 §3.3: an entry may go once it has appeared on one regularly
+#: scheduled CRL issued beyond the certificate's validity; the CRL is re-signed at least
+#: every half of its validity, so one CRL validity after expiry it has. Without this the
+#: CRL would keep every certificate ever revoked, and short-lived certificates would not
+#: keep it small.
+CRL_KEEP_AFTER_EXPIRY = pki.DEFAULT_CRL_VALIDITY
 MAX_CSR_BYTES = 16 * 1024
 #: Enrollments checked and written in one transaction at most (group commit).
 MAX_ENROLL_BATCH = 64
@@ -642,7 +649,8 @@ class CaService:
             now = self.inventory.clock()
             number = await self.inventory.db.run_write(_next_crl_number)
             # Read after the number is taken: a CRL is never older than its number says.
-            rows = await self.inventory.db.run_read_off_loop(_revoked_rows)
+            rows = await self.inventory.db.run_read_off_loop(
+                lambda conn: _revoked_rows(conn, now))
             crl, revoked = await asyncio.to_thread(self._build_and_write_crl, issuer.ca, rows,
                                                    number, now)
             self._revoked = revoked
@@ -747,8 +755,10 @@ class CaService:
 
     async def serial_status(self, serial: int) -> pki.SerialStatus:
         if self._revoked is None:
-            rows = await self.inventory.db.run_read_off_loop(_revoked_rows)
-            self._revoked = _revocation_index(rows, self.inventory.clock())
+            now = self.inventory.clock()
+            rows = await self.inventory.db.run_read_off_loop(
+                lambda conn: _revoked_rows(conn, now))
+            self._revoked = _revocation_index(rows, now)
         hit = self._revoked.get(serial)
         if hit is not None:
             return pki.SerialStatus(pki.CertStatus.REVOKED, hit[0], hit[1])
@@ -929,7 +939,8 @@ _SQLITE_INSERT_EVENT = ("INSERT INTO event_outbox (event_id, type, at, payload, 
                         "VALUES (?, 'certificate.issued', ?, ?, NULL)")
 _REVOKED_ROWS = select(Credential.serial, Credential.revoked_at,
                        Credential.revocation_reason).where(
-    Credential.type == "certificate", Credential.status == "revoked")
+    Credential.type == "certificate", Credential.status == "revoked",
+    or_(Credential.expires_at.is_(None), Credential.expires_at > bindparam("kept_after")))
 _STATUS_BY_SERIALS = select(Credential.serial, Credential.status, Credential.revoked_at,
                             Credential.revocation_reason).where(
     Credential.serial.in_(bindparam("serials", expanding=True)),
@@ -1203,8 +1214,10 @@ def _consume_tokens(conn: Connection, token_ids: Sequence[int], now: dt.datetime
         cur.close()
 
 
-def _revoked_rows(conn: Connection) -> Sequence[Any]:
-    return conn.execute(_REVOKED_ROWS).all()
+def _revoked_rows(conn: Connection, now: dt.datetime) -> Sequence[Any]:
+    """The revoked certificates the CRL lists at ``now``: all but those that expired more
+    than ``CRL_KEEP_AFTER_EXPIRY`` ago."""
+    return conn.execute(_REVOKED_ROWS, {"kept_after": now - CRL_KEEP_AFTER_EXPIRY}).all()
 
 
 def _next_crl_number(conn: Connection) -> int:

@@ -285,6 +285,41 @@ async def test_ocsp_answers_revocation_from_memory_and_drops_cached_answers(lab:
     assert crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
 
 
+async def test_a_revoked_certificate_leaves_the_crl_one_crl_validity_after_it_expires(
+        lab: Lab) -> None:
+    """RFC 5280 §3.3: listed until it has appeared on a scheduled CRL issued after its
+    notAfter, then dropped, so short-lived certificates keep the CRL short. OCSP still
+    answers revoked for it (from the database)."""
+    from nhi_nac.ca_service import CRL_KEEP_AFTER_EXPIRY
+
+    lab.ca.issue_service_certificates(lab.clock.now)
+    serials = {}
+    for name in ("api", "billing"):
+        code, body = await lab.enroll(await lab.token(f"workload/{name}"), csr_for(name),
+                                      validity="1h" if name == "api" else None)
+        assert code == 201
+        serials[name] = int(body["serial"], 16)
+        await lab.ca.revoke(serial=body["serial"], reason="keyCompromise", actor="t")
+
+    def listed() -> set[int]:
+        crl = x509.load_der_x509_crl((Path(lab.ca.dir) / "crl.der").read_bytes())
+        return {entry.serial_number for entry in crl}
+
+    assert listed() == set(serials.values())
+    # api expired (1 h) and is still within the keep window: still listed.
+    lab.clock.now += dt.timedelta(hours=1) + CRL_KEEP_AFTER_EXPIRY - dt.timedelta(minutes=1)
+    await lab.ca.publish_crl()
+    assert listed() == set(serials.values())
+    # Past it: api leaves the CRL and the in-memory set; billing (24 h) stays.
+    lab.clock.now += dt.timedelta(minutes=2)
+    await lab.ca.publish_crl()
+    assert listed() == {serials["billing"]}
+    assert lab.ca.is_revoked(serials["api"]) is False
+    assert lab.ca.is_revoked(serials["billing"]) is True
+    status = await lab.ca.serial_status(serials["api"])
+    assert status.status == pki.CertStatus.REVOKED
+
+
 async def test_concurrent_ocsp_requests_share_queries_and_each_gets_its_own_answer(
         lab: Lab) -> None:
     """Requests that arrive together are looked up in one query, not one each: a good
