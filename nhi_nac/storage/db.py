@@ -279,12 +279,12 @@ class Database:
             self._inline_engine.dispose()
 
     async def analyze(self, *tables: str) -> None:
-        """Refresh the query planner's statistics of ``tables`` (all if none) after bulk
-        changes. ``tables`` are this schema's own names, never user input."""
+        """Refresh the query planner's statistics of ``tables`` after bulk changes.
+        ``tables`` are this schema's own names, never user input."""
+        if not tables:
+            raise ValueError("name the tables to analyze")
         async with self.engine.begin() as conn:
-            if not tables:
-                await conn.execute(text("ANALYZE"))
-            elif self.is_sqlite:  # one table per statement
+            if self.is_sqlite:  # one table per statement
                 for table in tables:
                     await conn.execute(text(f"ANALYZE {table}"))
             else:
