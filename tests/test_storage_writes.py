@@ -121,3 +121,56 @@ async def test_inline_commits_are_checkpointed_into_the_database_file(
         assert {"k0", "k1", "k2", "k3"} <= set(main_file_alone())
     finally:
         await db.close()
+
+
+async def test_the_wal_starts_over_under_steady_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commits that never pause for a checkpoint still let the WAL start over from its
+    beginning, so its file stays the size of a few checkpoint intervals instead of
+    growing with every commit ever made."""
+    every = 8
+    monkeypatch.setattr(db_module, "INLINE_CHECKPOINT_EVERY", every)
+    path = tmp_path / "nhi.db"
+    wal = tmp_path / "nhi.db-wal"
+    db = await _open(path)
+    value = "x" * 6000  # two pages a commit
+    commits = 2000
+    largest = 0
+    try:
+        for i in range(commits):
+            await db.run_write(_put(f"k{i}", value), inline=True)
+            largest = max(largest, wal.stat().st_size)
+            await asyncio.sleep(0)  # a request's I/O: the checkpoint task runs meanwhile
+        await db.checkpoint()
+    finally:
+        await db.close()
+    # A WAL that never starts over holds every frame written: at least two pages a
+    # commit (38 MB here). Starting over every few dozen commits keeps it far below.
+    assert largest < commits * 4096 / 2, largest
+    assert len(_settings(path)) == commits
+
+
+async def test_the_wal_file_gives_back_the_space_of_a_burst(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One large transaction (an import) grows the WAL; once it is checkpointed and the
+    WAL starts over, the file is cut back to SQLITE_WAL_SIZE_LIMIT."""
+    limit = 256 * 1024
+    monkeypatch.setattr(db_module, "SQLITE_WAL_SIZE_LIMIT", limit)
+    path = tmp_path / "nhi.db"
+    wal = tmp_path / "nhi.db-wal"
+    db = await _open(path)
+    try:
+        def burst(conn: Connection) -> None:
+            for i in range(1000):
+                conn.exec_driver_sql("INSERT INTO settings (key, value) VALUES (?, ?)",
+                                     (f"b{i}", "x" * 4000))
+
+        await db.run_write(burst, inline=True)
+        assert wal.stat().st_size > 10 * limit
+        await db.checkpoint()
+        await db.run_write(_put("after", "burst"), inline=True)
+        await db.checkpoint()
+        assert wal.stat().st_size <= limit
+        assert len(_settings(path)) == 1001
+    finally:
+        await db.close()
