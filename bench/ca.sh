@@ -17,8 +17,10 @@
 #   load, / certificates.
 # OCSP: POST /pki/v1/ocsp, DER requests with nonce for an issued certificate, concurrency OCSP_C.
 # CRL: bench/ca/crl.py with the server stopped: pki.build_crl on CRL_N entries with the
-#   service's issuing CA, then the service path (CRL_N revoked rows in the DB, `revoke` one),
-#   with the longest event-loop stall during each (signing runs in a worker thread).
+#   service's issuing CA (every entry encoded), a re-sign of the same entries kept encoded
+#   (what every later CRL costs), then the service path (CRL_N revoked rows in the DB,
+#   `revoke` one), with the longest event-loop stall during each (reading and signing run
+#   in worker threads).
 #
 # Env knobs (defaults): N=2000 C=8 ROUNDS=3 WARM=200 OCSP_N=5000 OCSP_C=8 CRL_N=100000
 #   CRL_REPS=3 PEER=/work/shared/bench/ca  KEEP=1 keeps the work dir

@@ -48,7 +48,7 @@ import os
 import secrets
 import tempfile
 import uuid
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -57,7 +57,7 @@ import structlog
 from cryptography import x509
 from cryptography.x509 import ReasonFlags
 from sqlalchemy import bindparam, exists, func, insert, or_, select, text, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Result
 
 import pki
 from nhi_nac import audit
@@ -200,8 +200,11 @@ class CaService:
         self._batch_full: asyncio.Future[None] | None = None
         self._linger_want = 0
         self._pem_strings: tuple[str, str] | None = None
-        #: Revoked serial -> (revoked_at, reason); None until first loaded.
-        self._revoked: dict[int, tuple[dt.datetime, ReasonFlags]] | None = None
+        #: Revoked serial -> its CRL entry (``pki.encode_entry``); None until first loaded.
+        #: Bytes, not tuples: a map the garbage collector never walks, and each entry is
+        #: encoded once, not on every CRL.
+        self._revoked: dict[int, bytes] | None = None
+        self._crl_signer: pki.CrlSigner | None = None
         #: OCSP request DER (no nonce) -> (expires, response DER).
         self._ocsp_cache: dict[bytes, tuple[dt.datetime, bytes]] = {}
         #: Serial (hex) -> its credential's (status, revoked_at, reason): one query for
@@ -631,7 +634,7 @@ class CaService:
                                                      "reason": flag.value}, now)
         if self._revoked is not None:
             for sn in revoked:
-                self._revoked[int(sn, 16)] = (now, flag)
+                self._revoked[int(sn, 16)] = pki.encode_entry(int(sn, 16), now, flag)
         self._ocsp_cache.clear()
         await self.publish_crl()
         return revoked
@@ -639,9 +642,10 @@ class CaService:
     async def publish_crl(self) -> pki.SignedCrl:
         """Re-sign the CRL with every revoked certificate; the number always increases.
 
-        The transaction only numbers the CRL and reads the revoked rows; signing (about
-        0.4 s at 100,000 entries) runs in a thread, so neither the event loop nor the
-        database write lock waits for it. A CRL is written to disk only if no newer one
+        The transaction only numbers the CRL; reading the revoked rows and signing run
+        in worker threads, so neither the event loop nor the database write lock waits
+        for them. Each entry is encoded once (``pki.encode_entry``) and kept; a CRL is
+        the kept entries joined and signed. A CRL is written to disk only if no newer one
         (another process sharing the data directory) is there already.
         """
         issuer = self._issuer()
@@ -649,28 +653,39 @@ class CaService:
             now = self.inventory.clock()
             number = await self.inventory.db.run_write(_next_crl_number)
             # Read after the number is taken: a CRL is never older than its number says.
-            rows = await self.inventory.db.run_read_off_loop(
-                lambda conn: _revoked_rows(conn, now))
-            crl, revoked = await asyncio.to_thread(self._build_and_write_crl, issuer.ca, rows,
-                                                   number, now)
+            revoked = await self._load_revoked(now)
+            crl = await asyncio.to_thread(self._sign_and_write_crl, issuer.ca,
+                                          list(revoked.values()), number, now)
             self._revoked = revoked
             self._ocsp_cache.clear()
             if self.crl is None or crl.number > self.crl.number:
                 self.crl = crl
             return crl
 
-    def _build_and_write_crl(self, ca: pki.IssuingCa, rows: Sequence[Any], number: int,
-                             now: dt.datetime
-                             ) -> tuple[pki.SignedCrl, dict[int, tuple[dt.datetime, ReasonFlags]]]:
-        """Worker thread: sign, write unless a newer CRL is on disk, index the serials."""
-        revoked = _revocation_index(rows, now)
-        crl = pki.build_crl(ca, [pki.RevokedEntry(sn, at, reason)
-                                 for sn, (at, reason) in revoked.items()],
-                            number=number, now=now)
+    async def _load_revoked(self, now: dt.datetime) -> dict[int, bytes]:
+        """Every revoked serial the CRL lists at ``now``, with its entry: kept from
+        ``self._revoked`` when known, encoded when new. On SQLite the rows stream
+        through a worker thread and never pile up (200,000 rows held at once cost 60–80
+        ms full garbage collections, which stop the event loop too)."""
+        known = self._revoked or {}
+        db = self.inventory.db
+        if db.is_sqlite:
+            return await db.run_read_off_loop(
+                lambda conn: _revocation_index(_revoked_rows(conn, now), now, known))
+        rows = await db.run_read(lambda conn: _revoked_rows(conn, now).all())
+        return await asyncio.to_thread(_revocation_index, rows, now, known)
+
+    def _sign_and_write_crl(self, ca: pki.IssuingCa, entries: Sequence[bytes], number: int,
+                            now: dt.datetime) -> pki.SignedCrl:
+        """Worker thread: sign, write unless a newer CRL is on disk."""
+        signer = self._crl_signer
+        if signer is None or signer.ca is not ca:
+            signer = self._crl_signer = pki.CrlSigner(ca)
+        crl = signer.sign(entries, number=number, now=now)
         if _crl_number_on_disk(self.dir / "crl.der") < number:
             _write(self.dir / "crl.der", crl.der)
             _write(self.dir / "crl.pem", crl.pem)
-        return crl, revoked
+        return crl
 
     async def current_crl(self) -> PublishedCrl:
         """The newest CRL on disk (any process sharing the data directory may have
@@ -717,7 +732,7 @@ class CaService:
         # for a request it can parse; memory alone cannot tell good from never issued.
         hit = (self._revoked or {}).get(serial)
         if hit is not None:
-            return pki.SerialStatus(pki.CertStatus.REVOKED, hit[0], hit[1])
+            return _revoked_status(hit)
         return pki.SerialStatus(pki.CertStatus.UNKNOWN)
 
     async def ocsp_response(self, request_der: bytes) -> bytes:
@@ -755,13 +770,10 @@ class CaService:
 
     async def serial_status(self, serial: int) -> pki.SerialStatus:
         if self._revoked is None:
-            now = self.inventory.clock()
-            rows = await self.inventory.db.run_read_off_loop(
-                lambda conn: _revoked_rows(conn, now))
-            self._revoked = _revocation_index(rows, now)
+            self._revoked = await self._load_revoked(self.inventory.clock())
         hit = self._revoked.get(serial)
         if hit is not None:
-            return pki.SerialStatus(pki.CertStatus.REVOKED, hit[0], hit[1])
+            return _revoked_status(hit)
         # Not revoked as far as this process knows: ask whether we issued it at all (and
         # pick up a revocation made elsewhere that ``refresh`` has not seen yet).
         row = await self._status_lookup.get(format(serial, "x"))
@@ -770,7 +782,7 @@ class CaService:
         if row.status == "revoked":
             at = row.revoked_at or self.inventory.clock()
             reason = ReasonFlags(row.revocation_reason or "unspecified")
-            self._revoked[serial] = (at, reason)
+            self._revoked[serial] = pki.encode_entry(serial, at, reason)
             return pki.SerialStatus(pki.CertStatus.REVOKED, at, reason)
         return pki.SerialStatus(pki.CertStatus.GOOD)
 
@@ -1214,10 +1226,10 @@ def _consume_tokens(conn: Connection, token_ids: Sequence[int], now: dt.datetime
         cur.close()
 
 
-def _revoked_rows(conn: Connection, now: dt.datetime) -> Sequence[Any]:
+def _revoked_rows(conn: Connection, now: dt.datetime) -> Result[Any]:
     """The revoked certificates the CRL lists at ``now``: all but those that expired more
-    than ``CRL_KEEP_AFTER_EXPIRY`` ago."""
-    return conn.execute(_REVOKED_ROWS, {"kept_after": now - CRL_KEEP_AFTER_EXPIRY}).all()
+    than ``CRL_KEEP_AFTER_EXPIRY`` ago, as rows are fetched."""
+    return conn.execute(_REVOKED_ROWS, {"kept_after": now - CRL_KEEP_AFTER_EXPIRY})
 
 
 def _next_crl_number(conn: Connection) -> int:
@@ -1232,11 +1244,25 @@ def _next_crl_number(conn: Connection) -> int:
     return number
 
 
-def _revocation_index(rows: Iterable[Any], now: dt.datetime
-                      ) -> dict[int, tuple[dt.datetime, ReasonFlags]]:
-    """Revoked rows (serial hex, revoked_at, reason) by serial number."""
-    return {int(sn, 16): (at or now, ReasonFlags(reason or "unspecified"))
-            for sn, at, reason in rows if sn}
+def _revocation_index(rows: Iterable[Any], now: dt.datetime, known: Mapping[int, bytes]
+                      ) -> dict[int, bytes]:
+    """Revoked rows (serial hex, revoked_at, reason) by serial number, each as its CRL
+    entry: taken from ``known`` when there (a revocation never changes), else encoded."""
+    index = {}
+    for sn, at, reason in rows:
+        if not sn:
+            continue
+        serial = int(sn, 16)
+        entry = known.get(serial)
+        index[serial] = entry if entry is not None else pki.encode_entry(
+            serial, at or now, ReasonFlags(reason or "unspecified"))
+    return index
+
+
+def _revoked_status(entry: bytes) -> pki.SerialStatus:
+    """What OCSP says of a serial with this CRL entry."""
+    revoked = pki.decode_entry(entry)
+    return pki.SerialStatus(pki.CertStatus.REVOKED, revoked.revoked_at, revoked.reason)
 
 
 def _crl_number_on_disk(path: Path) -> int:

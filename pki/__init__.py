@@ -13,8 +13,11 @@ The service calls:
   key_bindings=) -> IssuedCertificate`` per enrollment (``.issue(public_key, ...)``
   when the key is already checked). Refusals raise ``PeerError`` subclasses
   with a ``reason``.
-- ``build_crl(issuing_ca, revoked, number=, now=) -> SignedCrl`` on every
-  revocation and on schedule; ``parse_reason`` for RFC 5280 reason names.
+- ``CrlSigner(issuing_ca)`` once, then ``.sign(entries, number=, now=) -> SignedCrl``
+  on every revocation and on schedule, with each entry encoded once by
+  ``encode_entry(serial, revoked_at, reason)`` (``decode_entry`` reads one back;
+  ``build_crl`` encodes and signs in one call); ``parse_reason`` for RFC 5280 reason
+  names.
 - ``OcspResponder(issuer, responder_cert, responder_key, status_lookup)`` and
   ``.respond(der, now)`` / ``.respond_get(url_component, now)`` -> DER response.
 - ``verify_renewal_proof(proof, current_cert, issuer, now, is_revoked=)`` for
@@ -24,7 +27,17 @@ The enrolling client calls ``new_enrollment``, ``write_credentials``,
 ``read_credentials``, ``build_renewal_proof`` and ``renewal_time``.
 """
 
-from pki.crl import DEFAULT_CRL_VALIDITY, REASONS, RevokedEntry, SignedCrl, build_crl, parse_reason
+from pki.crl import (
+    DEFAULT_CRL_VALIDITY,
+    REASONS,
+    CrlSigner,
+    RevokedEntry,
+    SignedCrl,
+    build_crl,
+    decode_entry,
+    encode_entry,
+    parse_reason,
+)
 from pki.csr import CheckedCsr, KeyBindings, ParsedCsr, check_csr, load_csr, parse_csr
 from pki.enroll import (
     CredentialFiles,
@@ -119,11 +132,14 @@ __all__ = [
     "PublicKey",
     "RenewalRequest",
     "RevokedEntry",
+    "CrlSigner",
     "SerialStatus",
     "SignedCrl",
     "SpiffeId",
     "StatusLookup",
     "build_crl",
+    "decode_entry",
+    "encode_entry",
     "build_csr",
     "build_renewal_proof",
     "certificates_pem",

@@ -1,5 +1,5 @@
-"""Just enough DER (ITU-T X.690 §8, §10) to write a certificate or an OCSP response from
-parts, and to split one.
+"""Just enough DER (ITU-T X.690 §8, §10) to write a certificate, a CRL or an OCSP response
+from parts, and to split one.
 
 The issuer writes each leaf's TBSCertificate by concatenating bytes (see
 ``pki.issuer``), and the OCSP responder each response's ResponseData (see
@@ -13,6 +13,7 @@ on truncated input.
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 
 BOOLEAN = 0x01
@@ -37,6 +38,8 @@ MAX_LENGTH_OCTETS = 4
 _UTC_TIME_YEARS = range(1950, 2050)
 
 TRUE = bytes((BOOLEAN, 1, 0xFF))
+#: RFC 7468 §2: base64 lines of exactly 64 characters, the last one shorter.
+_PEM_LINE = 64
 
 
 def length(size: int) -> bytes:
@@ -62,6 +65,15 @@ def tlv(tag: int, content: bytes) -> bytes:
 
 def sequence(*elements: bytes) -> bytes:
     return tlv(SEQUENCE, b"".join(elements))
+
+
+def extension(oid: bytes, critical: bool, value: bytes) -> bytes:
+    """RFC 5280 §4.1: Extension ::= SEQUENCE { extnID, critical DEFAULT FALSE, extnValue }.
+
+    DER leaves out a value equal to its DEFAULT (X.690 §11.5): no BOOLEAN when
+    the extension is not critical.
+    """
+    return sequence(oid, TRUE if critical else b"", tlv(OCTET_STRING, value))
 
 
 def integer(value: int) -> bytes:
@@ -132,6 +144,35 @@ def generalized_time(moment: datetime) -> bytes:
         b"%04d%02d%02d%02d%02d%02dZ"
         % (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second),
     )
+
+
+def read_time(element: bytes) -> datetime:
+    """The moment of a UTCTime or GeneralizedTime in whole seconds, ``Z``-terminated, as
+    :func:`time` and :func:`generalized_time` write it (RFC 5280 §4.1.2.5)."""
+    if element[:1] == bytes((UTC_TIME,)):
+        text = contents(element)
+        layout, size = "%y%m%d%H%M%SZ", 13
+    elif element[:1] == bytes((GENERALIZED_TIME,)):
+        text = contents(element)
+        layout, size = "%Y%m%d%H%M%SZ", 15
+    else:
+        raise ValueError("not a UTCTime or GeneralizedTime")
+    if len(text) != size:
+        raise ValueError("a Time must be whole seconds in UTC, Z-terminated")
+    moment = datetime.strptime(text.decode("ascii"), layout).replace(tzinfo=UTC)
+    if layout[1] == "y" and moment.year >= 2050:
+        # RFC 5280 §4.1.2.5.1: YY from 50 is 19YY; strptime's pivot is 69.
+        moment = moment.replace(year=moment.year - 100)
+    return moment
+
+
+def pem(label: str, data: bytes) -> bytes:
+    """RFC 7468 §2 text: base64 lines of exactly 64 characters, the last one shorter, as
+    cryptography's ``public_bytes(PEM)`` writes them."""
+    body = base64.b64encode(data)
+    lines = b"\n".join(body[i : i + _PEM_LINE] for i in range(0, len(body), _PEM_LINE))
+    tag = label.encode("ascii")
+    return b"-----BEGIN " + tag + b"-----\n" + lines + b"\n-----END " + tag + b"-----\n"
 
 
 def _header(data: bytes, offset: int) -> tuple[int, int]:

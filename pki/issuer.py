@@ -27,7 +27,6 @@ every leaf with ``x509.CertificateBuilder``.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import ipaddress
 import secrets
@@ -77,8 +76,6 @@ _URI_TAG = 0x86
 _IP_ADDRESS_TAG = 0x87
 #: RFC 5280 §4.1: ``extensions [3] EXPLICIT``, context-specific and constructed.
 _EXTENSIONS_TAG = 0xA3
-#: RFC 7468 §2: base64 lines of exactly 64 characters, the last one shorter.
-_PEM_LINE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,7 +378,7 @@ class CertificateIssuer:
             certificate, pem = self._build(leaf)
         else:
             certificate = self._template.certificate(leaf)
-            pem = _certificate_pem(certificate)
+            pem = der.pem("CERTIFICATE", certificate)
         return IssuedCertificate(
             serial=leaf.serial,
             fingerprint_sha256=hashlib.sha256(certificate).hexdigest(),
@@ -584,18 +581,9 @@ class _LeafTemplate:
         return der.sequence(tbs, self._signature_algorithm, signature)
 
 
-def _extension(oid: bytes, critical: bool, value: bytes) -> bytes:
-    """RFC 5280 §4.1: Extension ::= SEQUENCE { extnID, critical DEFAULT FALSE, extnValue }.
-
-    DER leaves out a value equal to its DEFAULT (X.690 §11.5): no BOOLEAN when
-    the extension is not critical.
-    """
-    return der.sequence(oid, der.TRUE if critical else b"", der.tlv(der.OCTET_STRING, value))
-
-
 def _extension_der(extension: x509.Extension[x509.ExtensionType]) -> bytes:
     """One of the issuer's fixed extensions, encoded once."""
-    return _extension(
+    return der.extension(
         der.object_identifier(extension.oid.dotted_string),
         extension.critical,
         extension.value.public_bytes(),
@@ -624,7 +612,7 @@ def _san_extension(san: x509.SubjectAlternativeName, critical: bool) -> bytes:
             names.append(der.tlv(_IP_ADDRESS_TAG, name.value.packed))
         else:
             raise ValueError(f"no template for a {type(name).__name__} subject alternative name")
-    return _extension(_SAN_OID, critical, der.sequence(*names))
+    return der.extension(_SAN_OID, critical, der.sequence(*names))
 
 
 def _ski_extension(spki: bytes) -> bytes:
@@ -634,14 +622,7 @@ def _ski_extension(spki: bytes) -> bytes:
     octet left out; SHA-1 here names a key, it protects nothing.
     """
     digest = hashlib.sha1(subject_public_key_bits(spki), usedforsecurity=False).digest()
-    return _extension(_SKI_OID, False, der.tlv(der.OCTET_STRING, digest))
-
-
-def _certificate_pem(certificate: bytes) -> bytes:
-    """RFC 7468 §2 text of a DER certificate, byte for byte what ``public_bytes(PEM)`` writes."""
-    body = base64.b64encode(certificate)
-    lines = b"\n".join(body[i : i + _PEM_LINE] for i in range(0, len(body), _PEM_LINE))
-    return b"-----BEGIN CERTIFICATE-----\n" + lines + b"\n-----END CERTIFICATE-----\n"
+    return der.extension(_SKI_OID, False, der.tlv(der.OCTET_STRING, digest))
 
 
 __all__ = ["CertificateIssuer", "IssuedCertificate", "new_serial"]

@@ -49,6 +49,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, OCSPExtensionOID
 
 from pki import der
+from pki.crl import REASON_CODES
 from pki.errors import CaMaterialInvalid, MalformedOcspRequest, OcspResponseInvalid
 from pki.keys import (
     PrivateKey,
@@ -111,20 +112,6 @@ _RESPONSE_EXTENSIONS_TAG = 0xA1
 _BY_KEY_TAG = 0xA2
 #: RFC 6960 §4.4.1 id-pkix-ocsp-nonce.
 _NONCE_OID = der.object_identifier(OCSPExtensionOID.NONCE.dotted_string)
-#: RFC 5280 §5.3.1 CRLReason codes; ``unspecified`` is never written (see ``_reason``).
-_REASON_CODES = {
-    x509.ReasonFlags.key_compromise: 1,
-    x509.ReasonFlags.ca_compromise: 2,
-    x509.ReasonFlags.affiliation_changed: 3,
-    x509.ReasonFlags.superseded: 4,
-    x509.ReasonFlags.cessation_of_operation: 5,
-    x509.ReasonFlags.certificate_hold: 6,
-    x509.ReasonFlags.remove_from_crl: 8,
-    x509.ReasonFlags.privilege_withdrawn: 9,
-    x509.ReasonFlags.aa_compromise: 10,
-}
-
-
 @dataclass(frozen=True, slots=True)
 class _Answer:
     """What one response says: the input of either encoder.
@@ -400,7 +387,7 @@ class _ResponseTemplate:
             and len(answer.issuer_name_hash) == size
             and len(answer.issuer_key_hash) == size
             and answer.serial >= 0
-            and (answer.reason is None or answer.reason in _REASON_CODES)
+            and (answer.reason is None or answer.reason in REASON_CODES)
         )
 
     def tbs(self, answer: _Answer, produced_at: datetime) -> bytes:
@@ -457,7 +444,7 @@ def _cert_status(answer: _Answer) -> bytes:
         raise ValueError("a revoked answer needs its revocation time")
     reason = b""
     if answer.reason is not None:
-        reason = der.tlv(_REVOCATION_REASON_TAG, der.enumerated(_REASON_CODES[answer.reason]))
+        reason = der.tlv(_REVOCATION_REASON_TAG, der.enumerated(REASON_CODES[answer.reason]))
     return der.tlv(_REVOKED_TAG, der.generalized_time(answer.revoked_at) + reason)
 
 
@@ -501,7 +488,7 @@ def _probe_answers() -> list[_Answer]:
         (CertStatus.GOOD, None),
         (CertStatus.REVOKED, None),
         (CertStatus.UNKNOWN, None),
-        *((CertStatus.REVOKED, reason) for reason in _REASON_CODES),
+        *((CertStatus.REVOKED, reason) for reason in REASON_CODES),
     ]
     probes = []
     for index, (status, reason) in enumerate(statuses):

@@ -1,22 +1,31 @@
-"""CRLs (RFC 5280 §5): content, reason names, and a one-pass build at scale."""
+"""CRLs (RFC 5280 §5): content, reason names, entries encoded once, the template proven
+against cryptography's builder, and a build at scale."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import secrets
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from pki import (
     REASONS,
     CaHierarchy,
+    CrlSigner,
     LocalError,
     PolicyViolation,
     RevokedEntry,
     build_crl,
+    create_hierarchy,
+    decode_entry,
+    der,
+    encode_entry,
     parse_reason,
 )
-from tests.pki.conftest import NOW
+from pki import crl as crl_module
+from tests.pki.conftest import NOW, TRUST_DOMAIN
 
 
 @pytest.mark.parametrize(
@@ -95,3 +104,105 @@ def test_hundred_thousand_entries_in_one_pass(hierarchy: CaHierarchy) -> None:
     assert crl_signed.entries == 100_000
     crl = x509.load_der_x509_crl(crl_signed.der)
     assert crl.get_revoked_certificate_by_serial_number(99_999) is not None
+
+
+def _builder_crl(hierarchy: CaHierarchy, entries: list[RevokedEntry], number: int) -> bytes:
+    """The same CRL from cryptography's own builder, for comparison."""
+    ca = hierarchy.issuing
+    revoked = [
+        x509.RevokedCertificateBuilder(
+            serial_number=e.serial, revocation_date=e.revoked_at,
+            extensions=[] if e.reason is x509.ReasonFlags.unspecified else [
+                x509.Extension(x509.CRLReason.oid, False, x509.CRLReason(e.reason))],
+        ).build()
+        for e in entries
+    ]
+    algorithm = ca.certificate.signature_hash_algorithm
+    return x509.CertificateRevocationListBuilder(
+        issuer_name=ca.certificate.subject, last_update=NOW,
+        next_update=NOW + timedelta(days=1),
+        extensions=[
+            x509.Extension(x509.AuthorityKeyIdentifier.oid, False, ca.authority_key_identifier),
+            x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(number)),
+        ],
+        revoked_certificates=revoked,
+    ).sign(ca.key, algorithm).public_bytes(serialization.Encoding.DER)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("key_type", ["p256", "p384", "ed25519", "rsa3072"])
+def test_the_signer_writes_what_cryptographys_builder_writes(key_type: str) -> None:
+    """Random serials, every reason, dates across the UTCTime/GeneralizedTime switch: the
+    TBSCertList is byte for byte the builder's, and the signature verifies."""
+    hierarchy = create_hierarchy(TRUST_DOMAIN, NOW, key_type=key_type)  # type: ignore[arg-type]
+    signer = CrlSigner(hierarchy.issuing)
+    assert signer.uses_template
+    reasons = list(REASONS.values())
+    entries = [
+        RevokedEntry(secrets.randbits(159) or 1,
+                     NOW - timedelta(minutes=i) if i % 7 else datetime(2051, 2, 3, tzinfo=UTC),
+                     reasons[i % len(reasons)])
+        for i in range(60)
+    ]
+    signed = signer.sign([encode_entry(e.serial, e.revoked_at, e.reason) for e in entries],
+                         number=31337, now=NOW)
+    ours = x509.load_der_x509_crl(signed.der)
+    theirs = x509.load_der_x509_crl(_builder_crl(hierarchy, entries, 31337))
+    assert ours.tbs_certlist_bytes == theirs.tbs_certlist_bytes
+    assert ours.is_signature_valid(hierarchy.issuing.certificate.public_key())  # type: ignore[arg-type]
+    assert signed.pem == ours.public_bytes(serialization.Encoding.PEM)
+    assert signed.entries == 60
+
+
+def test_an_empty_crl_has_no_revoked_certificates_list(hierarchy: CaHierarchy) -> None:
+    """RFC 5280 §5.1.2.6: with nothing revoked the list is absent, not empty."""
+    signed = CrlSigner(hierarchy.issuing).sign([], number=1, now=NOW)
+    crl = x509.load_der_x509_crl(signed.der)
+    assert len(crl) == 0
+    assert crl.tbs_certlist_bytes == x509.load_der_x509_crl(
+        _builder_crl(hierarchy, [], 1)).tbs_certlist_bytes
+
+
+@pytest.mark.parametrize(
+    ("target", "name", "replacement"),
+    [
+        (der, "time", der.generalized_time),
+        (crl_module, "_CRL_NUMBER_OID", der.object_identifier("2.5.29.21")),
+        (crl_module, "direct_signer", lambda key, algorithm: None),
+    ],
+    ids=["generalized-time-everywhere", "wrong-crl-number-oid", "no-signer"],
+)
+def test_a_template_that_differs_from_the_builder_is_not_used(
+    monkeypatch: pytest.MonkeyPatch, hierarchy: CaHierarchy, target: object, name: str,
+    replacement: object,
+) -> None:
+    """Any byte of difference in the probes (or a key it cannot sign with) leaves the
+    signer on the builder, whose CRLs are still complete and valid."""
+    monkeypatch.setattr(target, name, replacement)
+    signer = CrlSigner(hierarchy.issuing)
+    assert not signer.uses_template
+    monkeypatch.undo()
+    entries = [RevokedEntry(7, NOW, x509.ReasonFlags.superseded), RevokedEntry(8, NOW)]
+    signed = signer.sign([encode_entry(e.serial, e.revoked_at, e.reason) for e in entries],
+                         number=3, now=NOW)
+    crl = x509.load_der_x509_crl(signed.der)
+    assert crl.is_signature_valid(hierarchy.issuing.certificate.public_key())  # type: ignore[arg-type]
+    assert crl.tbs_certlist_bytes == x509.load_der_x509_crl(
+        _builder_crl(hierarchy, entries, 3)).tbs_certlist_bytes
+
+
+@pytest.mark.parametrize("reason", list(REASONS.values()))
+@pytest.mark.parametrize("when", [NOW, datetime(1950, 1, 1, tzinfo=UTC),
+                                  datetime(2049, 12, 31, 23, 59, 59, tzinfo=UTC),
+                                  datetime(2050, 1, 1, tzinfo=UTC)])
+def test_an_entry_reads_back_as_written(reason: x509.ReasonFlags, when: datetime) -> None:
+    serial = 2**159 - 1
+    assert decode_entry(encode_entry(serial, when, reason)) == RevokedEntry(serial, when, reason)
+
+
+def test_entries_beyond_policy_are_refused() -> None:
+    with pytest.raises(LocalError, match="not positive"):
+        encode_entry(0, NOW)
+    with pytest.raises(LocalError, match="longer than 20 octets"):
+        encode_entry(2**159, NOW)
+    with pytest.raises(PolicyViolation, match="not allowed in a CRL entry"):
+        encode_entry(5, NOW, x509.ReasonFlags.remove_from_crl)

@@ -320,6 +320,62 @@ async def test_a_revoked_certificate_leaves_the_crl_one_crl_validity_after_it_ex
     assert status.status == pki.CertStatus.REVOKED
 
 
+async def test_each_revocation_keeps_its_date_and_reason_on_every_crl_and_in_ocsp(
+        lab: Lab, tmp_path: Path) -> None:
+    """Revocations at different times for different reasons: every later CRL (re-signed
+    from the entries kept in memory) and OCSP, in this process and in a fresh one that
+    reads them from the database, give each its own date and reason."""
+    from cryptography.x509 import ocsp
+
+    lab.ca.issue_service_certificates(lab.clock.now)
+    expected = {}
+    issuer = None
+    for name, reason, flag in (("api", "keyCompromise", x509.ReasonFlags.key_compromise),
+                               ("billing", "superseded", x509.ReasonFlags.superseded),
+                               ("batch", "unspecified", x509.ReasonFlags.unspecified)):
+        code, body = await lab.enroll(await lab.token(f"workload/{name}"), csr_for(name))
+        assert code == 201
+        cert = x509.load_pem_x509_certificate(body["certificate_pem"].encode())
+        issuer = x509.load_pem_x509_certificate(body["chain_pem"].encode())
+        lab.clock.now += dt.timedelta(minutes=7)
+        await lab.ca.revoke(serial=body["serial"], reason=reason, actor="t")
+        expected[cert.serial_number] = (lab.clock.now.replace(microsecond=0), flag)
+    assert issuer is not None
+    probe = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1()).build()
+    hashes_of_issuer = (probe.issuer_name_hash, probe.issuer_key_hash)
+    await lab.ca.publish_crl()
+
+    def crl_says() -> dict[int, tuple[dt.datetime, x509.ReasonFlags]]:
+        crl = x509.load_der_x509_crl((Path(lab.ca.dir) / "crl.der").read_bytes())
+        said = {}
+        for entry in crl:
+            try:
+                reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+            except x509.ExtensionNotFound:
+                reason = x509.ReasonFlags.unspecified
+            said[entry.serial_number] = (entry.revocation_date_utc, reason)
+        return said
+
+    async def ocsp_says(ca: CaService) -> dict[int, tuple[dt.datetime, x509.ReasonFlags]]:
+        said = {}
+        for serial in expected:
+            request = (ocsp.OCSPRequestBuilder()
+                       .add_certificate_by_hash(*hashes_of_issuer, serial, hashes.SHA1())
+                       .build().public_bytes(serialization.Encoding.DER))
+            answer = ocsp.load_der_ocsp_response(await ca.ocsp_response(request))
+            assert answer.certificate_status == ocsp.OCSPCertStatus.REVOKED
+            said[serial] = (answer.revocation_time_utc,
+                            answer.revocation_reason or x509.ReasonFlags.unspecified)
+        return said
+
+    assert crl_says() == expected
+    assert await ocsp_says(lab.ca) == expected
+    fresh = CaService(lab.inv, Config(data_dir=str(tmp_path / "data")))
+    assert await ocsp_says(fresh) == expected
+    await fresh.publish_crl()
+    assert crl_says() == expected
+
+
 async def test_concurrent_ocsp_requests_share_queries_and_each_gets_its_own_answer(
         lab: Lab) -> None:
     """Requests that arrive together are looked up in one query, not one each: a good

@@ -354,8 +354,8 @@ def _raises(answer: object) -> bytes:
         (ocsp_module, "_NONCE_OID", der.object_identifier("1.3.6.1.5.5.7.48.1.99")),
         (
             ocsp_module,
-            "_REASON_CODES",
-            {**ocsp_module._REASON_CODES, x509.ReasonFlags.key_compromise: 2},
+            "REASON_CODES",
+            {**ocsp_module.REASON_CODES, x509.ReasonFlags.key_compromise: 2},
         ),
     ],
     ids=[
