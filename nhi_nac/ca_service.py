@@ -110,13 +110,6 @@ API_TLS_DIR = "api"
 OCSP_RESPONDER_NAME = "ocsp"
 #: Re-sign the CRL when less than this part of its validity is left.
 CRL_REFRESH_FRACTION = 0.5
-#: A revoked certificate leaves the CRL (and the in-memory revoked set) this long after
-#: it expires. RFC 5280 §3.3: an entry may go once it has appeared on one regularly
-#: scheduled CRL issued beyond the certificate's validity; the CRL is re-signed at least
-#: every half of its validity, so one CRL validity after expiry it has. Without this the
-#: CRL would keep every certificate ever revoked, and short-lived certificates would not
-#: keep it small.
-CRL_KEEP_AFTER_EXPIRY = pki.DEFAULT_CRL_VALIDITY
 MAX_CSR_BYTES = 16 * 1024
 #: Enrollments checked and written in one transaction at most (group commit).
 MAX_ENROLL_BATCH = 64
@@ -1228,8 +1221,9 @@ def _consume_tokens(conn: Connection, token_ids: Sequence[int], now: dt.datetime
 
 def _revoked_rows(conn: Connection, now: dt.datetime) -> Result[Any]:
     """The revoked certificates the CRL lists at ``now``: all but those that expired more
-    than ``CRL_KEEP_AFTER_EXPIRY`` ago, as rows are fetched."""
-    return conn.execute(_REVOKED_ROWS, {"kept_after": now - CRL_KEEP_AFTER_EXPIRY})
+    than ``pki.KEEP_AFTER_EXPIRY`` ago (the CRL is re-signed at least every half of its
+    validity, CRL_REFRESH_FRACTION), as rows are fetched."""
+    return conn.execute(_REVOKED_ROWS, {"kept_after": now - pki.KEEP_AFTER_EXPIRY})
 
 
 def _next_crl_number(conn: Connection) -> int:

@@ -29,6 +29,7 @@ The enrolling client calls ``new_enrollment``, ``write_credentials``,
 
 from pki.crl import (
     DEFAULT_CRL_VALIDITY,
+    KEEP_AFTER_EXPIRY,
     REASONS,
     CrlSigner,
     RevokedEntry,
@@ -102,6 +103,7 @@ __all__ = [
     "DEFAULT_CRL_VALIDITY",
     "DEFAULT_KEY_TYPE",
     "INTERMEDIATE_LIFETIME",
+    "KEEP_AFTER_EXPIRY",
     "PROFILES",
     "REASONS",
     "ROOT_LIFETIME",

@@ -39,6 +39,12 @@ from pki.keys import direct_signer, signature_hash
 
 #: How long a CRL is good for when the caller does not say: re-signed well before.
 DEFAULT_CRL_VALIDITY = timedelta(days=1)
+#: How long a revoked certificate stays listed after its notAfter. RFC 5280 §3.3: an entry
+#: may go once it has appeared on one regularly scheduled CRL issued beyond the
+#: certificate's validity; a publisher that re-signs at least every half validity has
+#: issued one within a validity. Without this a CRL keeps every certificate ever revoked,
+#: and short-lived certificates do not keep it small.
+KEEP_AFTER_EXPIRY = DEFAULT_CRL_VALIDITY
 #: RFC 5280 §5.2.3: a CRL number is at most 20 octets, so below 2^159 as a positive integer.
 MAX_CRL_NUMBER = 2**159 - 1
 #: RFC 5280 §4.1.2.2: a serial is at most 20 octets.

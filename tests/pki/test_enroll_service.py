@@ -290,7 +290,6 @@ async def test_a_revoked_certificate_leaves_the_crl_one_crl_validity_after_it_ex
     """RFC 5280 §3.3: listed until it has appeared on a scheduled CRL issued after its
     notAfter, then dropped, so short-lived certificates keep the CRL short. OCSP still
     answers revoked for it (from the database)."""
-    from nhi_nac.ca_service import CRL_KEEP_AFTER_EXPIRY
 
     lab.ca.issue_service_certificates(lab.clock.now)
     serials = {}
@@ -307,7 +306,7 @@ async def test_a_revoked_certificate_leaves_the_crl_one_crl_validity_after_it_ex
 
     assert listed() == set(serials.values())
     # api expired (1 h) and is still within the keep window: still listed.
-    lab.clock.now += dt.timedelta(hours=1) + CRL_KEEP_AFTER_EXPIRY - dt.timedelta(minutes=1)
+    lab.clock.now += dt.timedelta(hours=1) + pki.KEEP_AFTER_EXPIRY - dt.timedelta(minutes=1)
     await lab.ca.publish_crl()
     assert listed() == set(serials.values())
     # Past it: api leaves the CRL and the in-memory set; billing (24 h) stays.

@@ -168,3 +168,28 @@ async def test_interim_update_moving_a_session_is_an_event(inventory: Inventory)
     assert {k: events[1].payload[k] for k in ("identity", "from", "to")} == {
         "identity": "device/printer-1", "from": 120, "to": 999}
     assert vlan == 999
+
+
+async def test_revoked_serials_are_those_the_crl_lists(inventory: Inventory) -> None:
+    """A certificate revoked and expired more than KEEP_AFTER_EXPIRY ago leaves the
+    in-memory revoked set as it leaves the CRL (RADIUS refuses it as expired first); one
+    expired just now, one still valid and one with no recorded expiry stay."""
+    import pki
+    from nhi_nac.storage.models import Credential
+
+    directory = await _directory(inventory)
+    now = dt.datetime.now(dt.UTC)
+    expiries = {0xA1: now - pki.KEEP_AFTER_EXPIRY - dt.timedelta(minutes=5),
+                0xA2: now - dt.timedelta(minutes=5), 0xA3: now + dt.timedelta(hours=1),
+                0xA4: None}
+    async with inventory.db.transaction() as s:
+        owner_of = await s.scalar(select(Identity.id).where(Identity.name == "printer-1"))
+        assert owner_of is not None
+        for serial, expires in expiries.items():
+            s.add(Credential(identity_id=owner_of, type="certificate", serial=f"{serial:x}",
+                             fingerprint=f"{serial:064x}", status="revoked", created_at=now,
+                             expires_at=expires, revoked_at=now,
+                             revocation_reason="keyCompromise"))
+    await directory.reload()
+    assert directory.revoked_serials == {0xA2, 0xA3, 0xA4}
+    assert not directory.is_revoked(0xA1) and directory.is_revoked(0xA2)
