@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg
 import structlog
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.expression import Executable
 from sqlalchemy.util import await_
 
 from nhi_nac.errors import InternalError
@@ -272,6 +273,15 @@ class Database:
                 return fn(conn)
 
         return await asyncio.to_thread(in_thread)
+
+    async def read_in_parts(self, statement: Executable, params: Mapping[str, Any],
+                            size: int) -> AsyncIterator[Sequence[Row[Any]]]:
+        """The rows of a large read, ``size`` at a time, from a server-side cursor: the
+        event loop runs between parts instead of waiting while every row is built."""
+        async with self.engine.connect() as conn:
+            result = await conn.stream(statement, params)
+            async for part in result.partitions(size):
+                yield part
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
