@@ -12,7 +12,10 @@ Usage (same NHI_NAC_* environment as the server; run with the server stopped):
    database, then ``CaService.revoke(serial=REVOKE_SERIAL)`` (what ``nhi-nac cert revoke``
    and the API run: mark revoked, then re-sign the CRL from the database) and
    ``CaService.publish_crl()`` are timed, with the longest stall of the event loop during
-   each (a 1 ms ticker; what requests served meanwhile would wait at most).
+   each (a 1 ms ticker; what requests served meanwhile would wait at most);
+3. a burst: BURST more certificates revoked at once (``asyncio.gather`` of ``revoke``),
+   its time and how many CRLs it signed (callers that ask while one is being signed share
+   the next).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from nhi_nac.storage.models import Credential, Identity
 from pki import CrlSigner, RevokedEntry, build_crl, encode_entry
 
 REASONS = [x509.ReasonFlags.key_compromise] + [x509.ReasonFlags.unspecified] * 9
+#: Certificates revoked at once in the burst measurement.
+BURST = 50
 
 
 class StallMeter:
@@ -112,6 +117,25 @@ async def main(entries: int, reps: int, serial: str | None) -> None:
               f"revoked (re-signs CRL) {rev:.2f}s (event loop stalled <= {m1.worst * 1e3:.0f} ms); "
               f"publish_crl {pub:.2f}s (stalled <= {m2.worst * 1e3:.0f} ms) "
               f"entries={crl.entries} der={len(crl.der) / 1e6:.1f}MB revoked={done}")
+        # A burst: BURST active certificates revoked at once (API calls, a script).
+        async with s.inventory.db.transaction() as ses:
+            burst = [format(secrets.randbits(127) | 1 << 126, "x") for _ in range(BURST)]
+            await ses.execute(insert(Credential), [
+                dict(identity_id=ident_id, type="certificate", serial=sn,
+                     fingerprint=secrets.token_hex(32), key_fingerprint=secrets.token_hex(32),
+                     profile="workload", status="active", created_at=now, last_rotated_at=None,
+                     not_before=now, expires_at=now + dt.timedelta(days=1), revoked_at=None,
+                     revocation_reason=None, pem=None) for sn in burst])
+        first = crl.number
+        t = time.perf_counter()
+        with StallMeter() as m3:
+            await asyncio.gather(*(s.ca.revoke(serial=sn, reason="superseded", actor="bench/ca")
+                                   for sn in burst))
+            took = time.perf_counter() - t
+        assert s.ca.crl is not None
+        print(f"crl_burst: {BURST} certs revoked at once with {entries} already revoked "
+              f"{took:.2f}s, {s.ca.crl.number - first} CRLs signed (event loop stalled <= "
+              f"{m3.worst * 1e3:.0f} ms)")
     finally:
         await s.close()
 

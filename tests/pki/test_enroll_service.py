@@ -380,6 +380,50 @@ async def test_each_revocation_keeps_its_date_and_reason_on_every_crl_and_in_ocs
     assert crl_says() == expected
 
 
+async def test_revocations_at_once_share_crls_and_each_is_listed(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight revocations at once, the first CRL held until all eight have asked for one:
+    each caller returns once a CRL listing its certificate is published, and the seven
+    that asked while the first was being made share the next one."""
+    from nhi_nac.ca_service import _SETTINGS
+
+    lab.ca.issue_service_certificates(lab.clock.now)
+    serials = []
+    for _ in range(8):
+        code, body = await lab.enroll(await lab.token("workload/billing"), csr_for("billing"))
+        assert code == 201
+        serials.append(body["serial"])
+    await lab.ca.publish_crl()
+
+    async def crl_number() -> int:
+        async with lab.inv.db.read() as s:
+            return int(await s.scalar(select(_SETTINGS.c.value).where(
+                _SETTINGS.c.key == "crl_number")) or 0)
+
+    before = await crl_number()
+    asked_before = lab.ca._crl_asked
+    load = lab.ca._load_revoked
+
+    async def held_load(now: dt.datetime) -> dict[int, bytes]:
+        for _ in range(1000):
+            if lab.ca._crl_asked - asked_before >= len(serials):
+                break
+            await asyncio.sleep(0.01)
+        return await load(now)
+
+    monkeypatch.setattr(lab.ca, "_load_revoked", held_load)
+
+    async def revoke(serial: str) -> set[int]:
+        await lab.ca.revoke(serial=serial, reason="superseded", actor="t")
+        crl = x509.load_der_x509_crl((Path(lab.ca.dir) / "crl.der").read_bytes())
+        return {entry.serial_number for entry in crl}
+
+    listed = await asyncio.gather(*(revoke(s) for s in serials))
+    for serial, seen in zip(serials, listed, strict=True):
+        assert int(serial, 16) in seen
+    assert await crl_number() - before == 2
+
+
 async def test_concurrent_ocsp_requests_share_queries_and_each_gets_its_own_answer(
         lab: Lab) -> None:
     """Requests that arrive together are looked up in one query, not one each: a good
