@@ -200,6 +200,9 @@ class CaService:
         #: Bytes, not tuples: a map the garbage collector never walks, and each entry is
         #: encoded once, not on every CRL.
         self._revoked: dict[int, bytes] | None = None
+        #: Entries put in ``_revoked`` while a CRL is being made: it read the database
+        #: before them, so they are kept when its index replaces ``_revoked``.
+        self._revoked_meanwhile: dict[int, bytes] = {}
         self._crl_signer: pki.CrlSigner | None = None
         #: OCSP request DER (no nonce) -> (expires, response DER).
         self._ocsp_cache: dict[bytes, tuple[dt.datetime, bytes]] = {}
@@ -632,9 +635,8 @@ class CaService:
                 add_event(s, "certificate.revoked", {"serial": cred.serial,
                                                      "identity": owners.get(cred.identity_id),
                                                      "reason": flag.value}, now)
-        if self._revoked is not None:
-            for sn in revoked:
-                self._revoked[int(sn, 16)] = pki.encode_entry(int(sn, 16), now, flag)
+        for sn in revoked:
+            self._remember_revoked(int(sn, 16), now, flag)
         self._ocsp_cache.clear()
         await self.publish_crl()
         return revoked
@@ -663,9 +665,11 @@ class CaService:
             now = self.inventory.clock()
             number = await self.inventory.db.run_write(_next_crl_number)
             # Read after the number is taken: a CRL is never older than its number says.
+            self._revoked_meanwhile = {}
             revoked = await self._load_revoked(now)
             crl = await asyncio.to_thread(self._sign_and_write_crl, issuer.ca,
                                           list(revoked.values()), number, now)
+            revoked.update(self._revoked_meanwhile)
             self._revoked = revoked
             self._ocsp_cache.clear()
             if self.crl is None or crl.number > self.crl.number:
@@ -798,9 +802,16 @@ class CaService:
         if row.status == "revoked":
             at = row.revoked_at or self.inventory.clock()
             reason = ReasonFlags(row.revocation_reason or "unspecified")
-            self._revoked[serial] = pki.encode_entry(serial, at, reason)
+            self._remember_revoked(serial, at, reason)
             return pki.SerialStatus(pki.CertStatus.REVOKED, at, reason)
         return pki.SerialStatus(pki.CertStatus.GOOD)
+
+    def _remember_revoked(self, serial: int, at: dt.datetime, reason: ReasonFlags) -> None:
+        """A revocation already committed, into the in-memory index (once loaded)."""
+        if self._revoked is None:
+            return
+        entry = self._revoked[serial] = pki.encode_entry(serial, at, reason)
+        self._revoked_meanwhile[serial] = entry
 
     async def _statuses(self, serials: Sequence[str]) -> dict[str, Any]:
         rows = await self.inventory.db.run_read(

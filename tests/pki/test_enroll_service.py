@@ -424,6 +424,47 @@ async def test_revocations_at_once_share_crls_and_each_is_listed(
     assert await crl_number() - before == 2
 
 
+async def test_a_revocation_during_a_crl_stays_in_memory_when_that_crl_lands(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CRL that read the database just before a revocation committed must not drop that
+    revocation from memory when it replaces the index: between that CRL and the next,
+    the serial is still revoked in memory."""
+    lab.ca.issue_service_certificates(lab.clock.now)
+    code, body = await lab.enroll(await lab.token("workload/api"), csr_for("api"))
+    assert code == 201
+    serial = int(body["serial"], 16)
+    await lab.ca.publish_crl()  # the index is loaded
+    revoked_committed = asyncio.Event()
+    seen_between: list[bool | None] = []
+    load = lab.ca._load_revoked
+    calls = 0
+
+    async def racing_load(now: dt.datetime) -> dict[int, bytes]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the first CRL: read, then wait for the revocation to commit
+            index = await load(now)
+            await asyncio.wait_for(revoked_committed.wait(), 10)
+            return index
+        seen_between.append(lab.ca.is_revoked(serial))  # the next CRL, before it reads
+        return await load(now)
+
+    monkeypatch.setattr(lab.ca, "_load_revoked", racing_load)
+    first = asyncio.create_task(lab.ca.publish_crl())
+    await asyncio.sleep(0.05)
+    remember = lab.ca._remember_revoked
+
+    def remembered(*args: Any) -> None:
+        remember(*args)
+        revoked_committed.set()
+
+    monkeypatch.setattr(lab.ca, "_remember_revoked", remembered)
+    await lab.ca.revoke(serial=body["serial"], reason="keyCompromise", actor="t")
+    await first
+    assert seen_between == [True]
+    assert lab.ca.is_revoked(serial) is True
+
+
 async def test_concurrent_ocsp_requests_share_queries_and_each_gets_its_own_answer(
         lab: Lab) -> None:
     """Requests that arrive together are looked up in one query, not one each: a good
