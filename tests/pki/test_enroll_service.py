@@ -465,6 +465,38 @@ async def test_a_revocation_during_a_crl_stays_in_memory_when_that_crl_lands(
     assert lab.ca.is_revoked(serial) is True
 
 
+async def test_the_first_status_requests_after_start_share_one_load(
+        lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twenty status requests at once to a process that has not loaded its revocations
+    yet read them from the database once, not twenty times; a load that fails is tried
+    again by the next request."""
+    lab.ca.issue_service_certificates(lab.clock.now)
+    code, body = await lab.enroll(await lab.token("workload/api"), csr_for("api"))
+    assert code == 201
+    serial = int(body["serial"], 16)
+    await lab.ca.revoke(serial=body["serial"], reason="keyCompromise", actor="t")
+    fresh = CaService(lab.inv, Config(data_dir=str(tmp_path / "data")))
+    load = fresh._load_revoked
+    loads = 0
+    fail_first = True
+
+    async def counted(now: dt.datetime) -> dict[int, bytes]:
+        nonlocal loads, fail_first
+        loads += 1
+        await asyncio.sleep(0.02)
+        if fail_first:
+            fail_first = False
+            raise ConnectionError("database gone for a moment")
+        return await load(now)
+
+    monkeypatch.setattr(fresh, "_load_revoked", counted)
+    with pytest.raises(ConnectionError):
+        await fresh.serial_status(serial)
+    got = await asyncio.gather(*(fresh.serial_status(serial) for _ in range(20)))
+    assert {s.status for s in got} == {pki.CertStatus.REVOKED}
+    assert loads == 2  # the failed one, then one for all twenty
+
+
 async def test_concurrent_ocsp_requests_share_queries_and_each_gets_its_own_answer(
         lab: Lab) -> None:
     """Requests that arrive together are looked up in one query, not one each: a good
