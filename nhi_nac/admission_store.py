@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, delete, insert, or_, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
-import pki
 from nhi_nac.domain import IdentityKind, IdentityRef, IdentityStatus, OwnerStatus
 from nhi_nac.events import ADMISSIONS_EVENT
 from nhi_nac.outbox import add_event
@@ -163,14 +162,11 @@ async def load_inventory(s: AsyncSession) -> _Loaded:
             macs=frozenset(macs.get(iid, ())), allow_mab=allow_mab))
         if team:
             teams[str(ref)] = team
-    # As the CRL lists them: a certificate that expired more than KEEP_AFTER_EXPIRY ago is
-    # refused as expired before revocation is looked at, so the set need not keep it.
-    kept_after = dt.datetime.now(dt.UTC) - pki.KEEP_AFTER_EXPIRY
+    # As the CRL lists them: a certificate that expired before that is refused as expired
+    # before revocation is looked at, so the set need not keep it.
     revoked = {int(str(serial), 16) for serial in (await s.scalars(
-        select(Credential.serial).where(
-            Credential.type == "certificate", Credential.status == "revoked",
-            Credential.serial.is_not(None),
-            or_(Credential.expires_at.is_(None), Credential.expires_at > kept_after)))).all()}
+        select(Credential.serial).where(queries.LISTED_REVOKED, Credential.serial.is_not(None)),
+        queries.listed_revoked_params(dt.datetime.now(dt.UTC)))).all()}
     return _Loaded(nas, identities, teams, revoked)
 
 

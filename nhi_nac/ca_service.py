@@ -56,7 +56,7 @@ from typing import Any, NamedTuple
 import structlog
 from cryptography import x509
 from cryptography.x509 import ReasonFlags
-from sqlalchemy import bindparam, exists, func, insert, or_, select, text, update
+from sqlalchemy import bindparam, exists, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Result
 
 import pki
@@ -691,7 +691,7 @@ class CaService:
             return await db.run_read_off_loop(
                 lambda conn: _revocation_index(_revoked_rows(conn, now), now, known))
         index: dict[int, bytes] = {}
-        async for part in db.read_in_parts(_REVOKED_ROWS, _revoked_params(now),
+        async for part in db.read_in_parts(_REVOKED_ROWS, queries.listed_revoked_params(now),
                                            REVOKED_ROWS_PER_PART):
             index.update(_revocation_index(part, now, known))
         return index
@@ -988,9 +988,7 @@ _SQLITE_MARK_ROTATED = "UPDATE identities SET last_rotated_at = ? WHERE id IN ({
 _SQLITE_INSERT_EVENT = ("INSERT INTO event_outbox (event_id, type, at, payload, published_at) "
                         "VALUES (?, 'certificate.issued', ?, ?, NULL)")
 _REVOKED_ROWS = select(Credential.serial, Credential.revoked_at,
-                       Credential.revocation_reason).where(
-    Credential.type == "certificate", Credential.status == "revoked",
-    or_(Credential.expires_at.is_(None), Credential.expires_at > bindparam("kept_after")))
+                       Credential.revocation_reason).where(queries.LISTED_REVOKED)
 _STATUS_BY_SERIALS = select(Credential.serial, Credential.status, Credential.revoked_at,
                             Credential.revocation_reason).where(
     Credential.serial.in_(bindparam("serials", expanding=True)),
@@ -1265,14 +1263,10 @@ def _consume_tokens(conn: Connection, token_ids: Sequence[int], now: dt.datetime
 
 
 def _revoked_rows(conn: Connection, now: dt.datetime) -> Result[Any]:
-    """The revoked certificates the CRL lists at ``now``, as rows are fetched."""
-    return conn.execute(_REVOKED_ROWS, _revoked_params(now))
-
-
-def _revoked_params(now: dt.datetime) -> dict[str, Any]:
-    """All but those that expired more than ``pki.KEEP_AFTER_EXPIRY`` ago (the CRL is
-    re-signed at least every half of its validity, CRL_REFRESH_FRACTION)."""
-    return {"kept_after": now - pki.KEEP_AFTER_EXPIRY}
+    """The revoked certificates the CRL lists at ``now``, as rows are fetched (the CRL is
+    re-signed at least every half of its validity, CRL_REFRESH_FRACTION, so one made
+    after a certificate's expiry has listed it)."""
+    return conn.execute(_REVOKED_ROWS, queries.listed_revoked_params(now))
 
 
 def _next_crl_number(conn: Connection) -> int:

@@ -149,18 +149,15 @@ def generalized_time(moment: datetime) -> bytes:
 def read_time(element: bytes) -> datetime:
     """The moment of a UTCTime or GeneralizedTime in whole seconds, ``Z``-terminated, as
     :func:`time` and :func:`generalized_time` write it (RFC 5280 §4.1.2.5)."""
-    if element[:1] == bytes((UTC_TIME,)):
-        text = contents(element)
-        layout, size = "%y%m%d%H%M%SZ", 13
-    elif element[:1] == bytes((GENERALIZED_TIME,)):
-        text = contents(element)
-        layout, size = "%Y%m%d%H%M%SZ", 15
-    else:
+    utc_time = element[:1] == bytes((UTC_TIME,))
+    if not utc_time and element[:1] != bytes((GENERALIZED_TIME,)):
         raise ValueError("not a UTCTime or GeneralizedTime")
+    layout, size = ("%y%m%d%H%M%SZ", 13) if utc_time else ("%Y%m%d%H%M%SZ", 15)
+    text = contents(element)
     if len(text) != size:
         raise ValueError("a Time must be whole seconds in UTC, Z-terminated")
     moment = datetime.strptime(text.decode("ascii"), layout).replace(tzinfo=UTC)
-    if layout[1] == "y" and moment.year >= 2050:
+    if utc_time and moment.year >= 2050:
         # RFC 5280 §4.1.2.5.1: YY from 50 is 19YY; strptime's pivot is 69.
         moment = moment.replace(year=moment.year - 100)
     return moment

@@ -8,12 +8,14 @@ hops of an async driver cost far more) or, on PostgreSQL, through
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select, bindparam, exists, func, or_, select
+from sqlalchemy import Select, and_, bindparam, exists, func, or_, select
 from sqlalchemy.engine import Connection
 
+import pki
 from nhi_nac.domain import IdentityRef
 from nhi_nac.errors import NotFound
 from nhi_nac.storage.models import (
@@ -28,6 +30,17 @@ from nhi_nac.views import CredentialView, IdentityView
 
 #: Ids per IN (...) list.
 IN_CHUNK = 500
+
+#: The revoked certificates a CRL made at ``now`` lists (bind
+#: :func:`listed_revoked_params`): all but those that expired more than
+#: ``pki.KEEP_AFTER_EXPIRY`` before it. The CRL and RADIUS's revoked set hold these.
+LISTED_REVOKED = and_(
+    Credential.type == "certificate", Credential.status == "revoked",
+    or_(Credential.expires_at.is_(None), Credential.expires_at > bindparam("kept_after")))
+
+
+def listed_revoked_params(now: dt.datetime) -> dict[str, Any]:
+    return {"kept_after": now - pki.KEEP_AFTER_EXPIRY}
 
 
 def credential_view(c: Any) -> CredentialView:
