@@ -206,6 +206,18 @@ def append_many_sync(
         conn.execute(_UPDATE_HEAD, {"seq": seq, "hash": prev})
 
 
+def lock_and_chain(conn: Connection, entries: Sequence[Entry], now: dt.datetime
+                   ) -> tuple[list[dict[str, Any]], int, str]:
+    """Lock the head (``FOR UPDATE``) and return the records that extend the chain by
+    ``entries`` and the new tip (seq, hash), writing nothing: for a caller that writes
+    the records and the new head in one statement with rows of its own (PostgreSQL's
+    enrollment batch, ``ca_service._record_issued``). The head stays locked until the
+    caller's transaction ends, as with :func:`append_many_sync`."""
+    head = conn.execute(_HEAD_FOR_UPDATE).first()
+    seq, prev = (head[0], head[1]) if head is not None else (0, GENESIS_HASH)
+    return _chain(seq, prev, entries, now)
+
+
 def _append_many_sqlite(cur: sqlite3.Cursor, entries: Sequence[Entry], now: dt.datetime) -> None:
     """:func:`append_many_sync` in raw SQL on SQLite's own connection (storage.sqlite_raw):
     the same rows, SQLite's single writer standing in for the head lock."""

@@ -965,6 +965,45 @@ _RENEW_LOOKUP = (
     .where(Credential.serial == bindparam("serial"), Credential.type == "certificate")
 )
 _INSERT_EVENT = insert(table_of(OutboxEvent))
+#: PostgreSQL: every row of ``_record_issued`` in one statement (data-modifying CTEs
+#: over array parameters, rows in the order given); the audit records' action, the
+#: events' type and the credentials' type, status and NULLs are those of the Core twin.
+_PG_RECORD_ISSUED = text("""
+WITH creds AS (
+  INSERT INTO credentials (identity_id, type, serial, fingerprint, key_fingerprint, profile,
+                           status, created_at, last_rotated_at, not_before, expires_at,
+                           revoked_at, revocation_reason, pem)
+  SELECT c.identity_id, 'certificate', c.serial, c.fingerprint, c.key_fingerprint, c.profile,
+         'active', CAST(:now AS timestamp), NULL, c.not_before, c.not_after, NULL, NULL, c.pem
+  FROM unnest(CAST(:c_identity AS integer[]), CAST(:c_serial AS varchar[]),
+              CAST(:c_fingerprint AS varchar[]), CAST(:c_key AS varchar[]),
+              CAST(:c_profile AS varchar[]), CAST(:c_not_before AS timestamp[]),
+              CAST(:c_not_after AS timestamp[]), CAST(:c_pem AS text[]))
+       WITH ORDINALITY AS c(identity_id, serial, fingerprint, key_fingerprint, profile,
+                            not_before, not_after, pem, n)
+  ORDER BY c.n
+), rotated AS (
+  UPDATE identities SET last_rotated_at = CAST(:now AS timestamp)
+  WHERE id = ANY(CAST(:rotated AS integer[]))
+), events AS (
+  INSERT INTO event_outbox (event_id, type, at, payload, published_at)
+  SELECT e.event_id, 'certificate.issued', CAST(:now AS timestamp), CAST(e.payload AS json),
+         NULL
+  FROM unnest(CAST(:e_id AS varchar[]), CAST(:e_payload AS text[]))
+       WITH ORDINALITY AS e(event_id, payload, n)
+  ORDER BY e.n
+), records AS (
+  INSERT INTO audit_log (seq, at, actor, action, target, "before", "after", prev_hash, hash)
+  SELECT a.seq, CAST(:now AS timestamp), a.actor, 'certificate.issue', a.target, NULL,
+         a.after, a.prev_hash, a.hash
+  FROM unnest(CAST(:a_seq AS bigint[]), CAST(:a_actor AS varchar[]),
+              CAST(:a_target AS varchar[]), CAST(:a_after AS text[]),
+              CAST(:a_prev AS varchar[]), CAST(:a_hash AS varchar[]))
+       AS a(seq, actor, target, after, prev_hash, hash)
+)
+INSERT INTO audit_head (id, seq, hash) VALUES (1, :seq, :tip)
+ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash
+""")
 # The same statements as raw SQLite (storage.sqlite_raw; IN lists filled with .format).
 _SQLITE_ENROLL_TOKENS = (
     "SELECT t.id, t.token_hash, t.expires_at, t.used_at, i.id, i.kind, i.name, i.status, "
@@ -1204,45 +1243,118 @@ def _record_issued(conn: Connection,
                    now: dt.datetime) -> None:
     """Store certificates just signed, each as ``(identity id, KIND/NAME, actor,
     certificate, extra audit details)``: the credential rows, the identities' last
-    rotation, one audit record and one ``certificate.issued`` event each."""
+    rotation, one audit record and one ``certificate.issued`` event each.
+
+    On SQLite in raw ``sqlite3`` statements (``storage.sqlite_raw``); on PostgreSQL in
+    one statement after the audit head's lock (:func:`_record_issued_pg`); the Core
+    statements of :func:`_record_issued_core` are what both must write."""
     if not issued:
         return
-    details = [(ref, actor, {"serial": format(cert.serial, "x"), "profile": cert.profile,
-                             "not_after": cert.not_after.isoformat(), **extra})
-               for _id, ref, actor, cert, extra in issued]
-    identity_ids = sorted({i[0] for i in issued})
     cur = sqlite_raw.cursor(conn)
-    if cur is None:
-        conn.execute(_INSERT_CREDENTIAL, [
-            {"identity_id": identity_id, "type": "certificate",
-             "serial": format(cert.serial, "x"), "fingerprint": cert.fingerprint_sha256,
-             "key_fingerprint": cert.key_fingerprint, "profile": cert.profile,
-             "status": "active", "created_at": now, "last_rotated_at": None,
-             "not_before": cert.not_before, "expires_at": cert.not_after, "revoked_at": None,
-             "revocation_reason": None, "pem": cert.pem.decode()}
-            for identity_id, _ref, _actor, cert, _extra in issued])
-        conn.execute(_MARK_ROTATED, {"ids": identity_ids, "now": now})
-        conn.execute(_INSERT_EVENT, [
-            {"event_id": str(uuid.uuid4()), "type": "certificate.issued", "at": now,
-             "payload": {"identity": ref, **after}, "published_at": None}
-            for ref, _actor, after in details])
-    else:
-        at, t = sqlite_raw.db_time(now), sqlite_raw.db_time
+    if cur is not None:
         try:
-            cur.executemany(_SQLITE_INSERT_CREDENTIAL, [
-                (identity_id, format(cert.serial, "x"), cert.fingerprint_sha256,
-                 cert.key_fingerprint, cert.profile, at, t(cert.not_before),
-                 t(cert.not_after), cert.pem.decode())
-                for identity_id, _ref, _actor, cert, _extra in issued])
-            cur.execute(_SQLITE_MARK_ROTATED.format(sqlite_raw.marks(len(identity_ids))),
-                        [at, *identity_ids])
-            cur.executemany(_SQLITE_INSERT_EVENT, [
-                (str(uuid.uuid4()), at, json.dumps({"identity": ref, **after}))
-                for ref, _actor, after in details])
+            _record_issued_sqlite(cur, conn, issued, now)
         finally:
             cur.close()
+    elif conn.dialect.name == "postgresql":
+        _record_issued_pg(conn, issued, now)
+    else:
+        _record_issued_core(conn, issued, now)
+
+
+def _issued_details(issued: Sequence[tuple[int, str, str, pki.IssuedCertificate,
+                                           dict[str, Any]]]
+                    ) -> list[tuple[str, str, dict[str, Any]]]:
+    """(KIND/NAME, actor, what the audit record and the event say) of each certificate."""
+    return [(ref, actor, {"serial": format(cert.serial, "x"), "profile": cert.profile,
+                          "not_after": cert.not_after.isoformat(), **extra})
+            for _id, ref, actor, cert, extra in issued]
+
+
+def _record_issued_core(conn: Connection,
+                        issued: Sequence[tuple[int, str, str, pki.IssuedCertificate,
+                                               dict[str, Any]]],
+                        now: dt.datetime) -> None:
+    details = _issued_details(issued)
+    conn.execute(_INSERT_CREDENTIAL, [
+        {"identity_id": identity_id, "type": "certificate",
+         "serial": format(cert.serial, "x"), "fingerprint": cert.fingerprint_sha256,
+         "key_fingerprint": cert.key_fingerprint, "profile": cert.profile,
+         "status": "active", "created_at": now, "last_rotated_at": None,
+         "not_before": cert.not_before, "expires_at": cert.not_after, "revoked_at": None,
+         "revocation_reason": None, "pem": cert.pem.decode()}
+        for identity_id, _ref, _actor, cert, _extra in issued])
+    conn.execute(_MARK_ROTATED, {"ids": sorted({i[0] for i in issued}), "now": now})
+    conn.execute(_INSERT_EVENT, [
+        {"event_id": str(uuid.uuid4()), "type": "certificate.issued", "at": now,
+         "payload": {"identity": ref, **after}, "published_at": None}
+        for ref, _actor, after in details])
     audit.append_many_sync(conn, [(actor, "certificate.issue", ref, None, after)
                                   for ref, actor, after in details], now)
+
+
+def _record_issued_sqlite(cur: Any, conn: Connection,
+                          issued: Sequence[tuple[int, str, str, pki.IssuedCertificate,
+                                                 dict[str, Any]]],
+                          now: dt.datetime) -> None:
+    details = _issued_details(issued)
+    identity_ids = sorted({i[0] for i in issued})
+    at, t = sqlite_raw.db_time(now), sqlite_raw.db_time
+    cur.executemany(_SQLITE_INSERT_CREDENTIAL, [
+        (identity_id, format(cert.serial, "x"), cert.fingerprint_sha256,
+         cert.key_fingerprint, cert.profile, at, t(cert.not_before),
+         t(cert.not_after), cert.pem.decode())
+        for identity_id, _ref, _actor, cert, _extra in issued])
+    cur.execute(_SQLITE_MARK_ROTATED.format(sqlite_raw.marks(len(identity_ids))),
+                [at, *identity_ids])
+    cur.executemany(_SQLITE_INSERT_EVENT, [
+        (str(uuid.uuid4()), at, json.dumps({"identity": ref, **after}))
+        for ref, _actor, after in details])
+    audit.append_many_sync(conn, [(actor, "certificate.issue", ref, None, after)
+                                  for ref, actor, after in details], now)
+
+
+def _pg_time(value: dt.datetime) -> dt.datetime:
+    """An aware datetime as ``UtcDateTime`` binds it on PostgreSQL (naive UTC), for a
+    ``text()`` statement, which has no column types to do it."""
+    return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def _record_issued_pg(conn: Connection,
+                      issued: Sequence[tuple[int, str, str, pki.IssuedCertificate,
+                                             dict[str, Any]]],
+                      now: dt.datetime) -> None:
+    """:func:`_record_issued_core` in two round trips instead of six: the audit head's
+    lock (the chain's records hash what comes before them), then one statement that
+    inserts the credential rows, marks the identities rotated, inserts the events and
+    the audit records and moves the head, every list an array parameter. Each round
+    trip through SQLAlchemy and asyncpg costs more than the rows it writes."""
+    details = _issued_details(issued)
+    records, seq, tip = audit.lock_and_chain(
+        conn, [(actor, "certificate.issue", ref, None, after) for ref, actor, after in details],
+        now)
+    certs = [(identity_id, cert) for identity_id, _ref, _actor, cert, _extra in issued]
+    conn.execute(_PG_RECORD_ISSUED, {
+        "now": _pg_time(now),
+        "c_identity": [i for i, _ in certs],
+        "c_serial": [format(c.serial, "x") for _, c in certs],
+        "c_fingerprint": [c.fingerprint_sha256 for _, c in certs],
+        "c_key": [c.key_fingerprint for _, c in certs],
+        "c_profile": [c.profile for _, c in certs],
+        "c_not_before": [_pg_time(c.not_before) for _, c in certs],
+        "c_not_after": [_pg_time(c.not_after) for _, c in certs],
+        "c_pem": [c.pem.decode() for _, c in certs],
+        "rotated": sorted({i for i, _ in certs}),
+        "e_id": [str(uuid.uuid4()) for _ in details],
+        "e_payload": [json.dumps({"identity": ref, **after}) for ref, _a, after in details],
+        "a_seq": [r["seq"] for r in records],
+        "a_actor": [r["actor"] for r in records],
+        "a_target": [r["target"] for r in records],
+        "a_after": [r["after"] for r in records],
+        "a_prev": [r["prev_hash"] for r in records],
+        "a_hash": [r["hash"] for r in records],
+        "seq": seq, "tip": tip,
+    })
 
 
 def _consume_tokens(conn: Connection, token_ids: Sequence[int], now: dt.datetime) -> set[int]:

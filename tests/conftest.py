@@ -79,6 +79,18 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+async def assert_chain_verifies(db: Database) -> None:
+    """The audit chain ``db`` holds verifies end to end; ``db`` is closed after."""
+    from nhi_nac import audit
+
+    try:
+        async with db.read() as s:
+            verdict = await audit.verify_chain(s)
+    finally:
+        await db.close()
+    assert verdict.ok, verdict.describe()
+
+
 @pytest.fixture
 async def inventory(database: Database) -> Inventory:
     return Inventory(database)

@@ -3,8 +3,9 @@ read and write exactly what their SQLAlchemy Core twins do.
 
 Each raw function and its Core twin run on copies of one SQLite database with the same
 inputs; the rows they return are equal, and the tables they leave are equal column by
-column as stored text (only the random event ids differ). PostgreSQL always takes the
-Core path; tests/pki/test_enroll_service.py runs the whole batch on both backends.
+column as stored text (only the random event ids differ). PostgreSQL's one-statement
+issuance records are compared with the same Core twin in tests/test_pg_record_issued.py;
+tests/pki/test_enroll_service.py runs the whole batch on both backends.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from nhi_nac.domain import IdentityRef
 from nhi_nac.inventory import Inventory, NewIdentity
 from nhi_nac.storage import sqlite_raw
 from nhi_nac.storage.db import Database
+from tests.conftest import assert_chain_verifies
 
 NOW = dt.datetime(2026, 11, 29, 10, 0, 0, 0, tzinfo=dt.UTC)
 
@@ -179,13 +181,7 @@ async def test_recording_issued_certificates_writes_the_same_rows(
         assert _dump(raw_path, table, skip) == _dump(core_path, table, skip), table
     assert len(_dump(raw_path, "credentials")) == 3
     # The chain the raw path extended verifies.
-    db = await _open(raw_path)
-    try:
-        async with db.read() as s:
-            verdict = await audit.verify_chain(s)
-    finally:
-        await db.close()
-    assert verdict.ok, verdict.describe()
+    await assert_chain_verifies(await _open(raw_path))
 
 
 async def test_key_holders_read_the_same_as_core(

@@ -4,8 +4,9 @@ On SQLite, SQLAlchemy's fixed cost per statement (execution context, bind and re
 type processing, the post-compile step of an expanding ``IN``) is several times what
 SQLite itself spends on a small indexed read or a batch insert. The enrollment batch,
 issuance records and the audit chain therefore run hand-written SQL on the same
-DBAPI connection, inside the same transaction, when the connection is SQLite's; on
-PostgreSQL the Core statements run as before.
+DBAPI connection, inside the same transaction, when the connection is SQLite's. (On
+PostgreSQL the round trip is the cost instead: there the batch's issuance records are
+one statement over array parameters, ``ca_service._record_issued_pg``.)
 
 The values written are exactly what SQLAlchemy writes for the same columns: timestamps
 as naive UTC text ``YYYY-MM-DD HH:MM:SS.ffffff`` (``UtcDateTime`` on SQLite's
