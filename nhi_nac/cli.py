@@ -27,7 +27,15 @@ from nhi_nac.config import Config, load_config
 from nhi_nac.domain import IdentityRef, format_scope, parse_scope
 from nhi_nac.durations import parse_duration
 from nhi_nac.enforcement import coa_status
-from nhi_nac.enroll_client import enroll, ensure_not_revoked, renew, renew_loop, renewal_due
+from nhi_nac.enroll_client import (
+    Unreachable,
+    enroll,
+    ensure_not_revoked,
+    renew,
+    renew_loop,
+    renewal_due,
+    retrying,
+)
 from nhi_nac.errors import NhiError
 from nhi_nac.events import tail_events
 from nhi_nac.governance import SEVERITY
@@ -40,6 +48,9 @@ from nhi_nac.views import IdentityView, to_json
 
 EXIT_ERROR = 1
 EXIT_AUDIT_FAILED = 3
+#: The CA (or API) could not be reached or cannot serve now: try again later
+#: (sysexits.h EX_TEMPFAIL). A refusal exits EXIT_ERROR.
+EXIT_TEMPFAIL = 75
 
 
 def _actor() -> str:
@@ -720,6 +731,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--key-type", default="p256", choices=["p256", "p384", "ed25519",
                                                           "rsa3072"])
     e.add_argument("--validity", help="requested lifetime, e.g. 24h (within the profile)")
+    e.add_argument("--retry-for", metavar="DURATION",
+                   help="while the CA cannot be reached or answers 5xx/408/425/429, try "
+                        "again for up to this long (e.g. 50m), after growing, randomised "
+                        "delays; then exit 75. A refusal exits 1 at once")
     e.add_argument("--ca-file", help="CA bundle to trust for an https:// server")
     e.add_argument("--root-fingerprint",
                    help="first enrollment over https://: trust the server's root CA if its "
@@ -791,11 +806,12 @@ def _enroll(a: argparse.Namespace) -> int:
         ensure_not_revoked(a.server, a.out, a.ca_file)
         _emit(a, {"renewed": False}, lambda: f"not due yet: {a.out}/cert.pem is fresh")
         return 0
+    retry_for = parse_duration(a.retry_for).total_seconds() if a.retry_for else 0.0
     if a.renew:
-        bundle = renew(a.server, a.out, a.validity, a.ca_file)
+        bundle = retrying(lambda: renew(a.server, a.out, a.validity, a.ca_file), retry_for)
     elif a.token:
-        bundle = enroll(a.server, a.token, a.out, a.key_type, a.validity, a.ca_file,
-                        a.root_fingerprint)
+        bundle = retrying(lambda: enroll(a.server, a.token, a.out, a.key_type, a.validity,
+                                         a.ca_file, a.root_fingerprint), retry_for)
     elif not a.loop:
         raise NhiError("give --token TOKEN (first enrollment) or --renew")
     else:
@@ -839,6 +855,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(to_json(config), indent=2))
             return 0
         return asyncio.run(_run_command(args, config))
+    except Unreachable as exc:
+        print(f"nhi-nac: {exc.message}", file=sys.stderr)
+        return EXIT_TEMPFAIL
     except NhiError as exc:
         print(f"nhi-nac: {exc.message}", file=sys.stderr)
         return EXIT_ERROR

@@ -20,13 +20,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 import pki
 from nhi_nac.errors import NhiError
+
+T = TypeVar("T")
 
 #: Seconds to wait for the enrollment server.
 HTTP_TIMEOUT = 30
@@ -45,8 +47,60 @@ class Refused(NhiError):
     again with the same credentials will not help."""
 
 
+class Unreachable(NhiError):
+    """The CA could not be reached, or answered that it cannot serve now (a 5xx, 408,
+    425 or 429): the same request may succeed later. ``retry_after`` is the wait in
+    seconds the answer asked for (``Retry-After``), if it gave one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 #: 4xx answers that are about the moment, not the request: retried.
 _TRANSIENT = frozenset({408, 425, 429})
+#: Longest ``Retry-After`` honoured, in seconds (a larger one is read as this).
+MAX_RETRY_AFTER = 3600
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` in delay-seconds (RFC 9110 §10.2.3), capped; an HTTP-date or
+    anything else is ignored (the client's own back-off applies)."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(min(int(value.strip()), MAX_RETRY_AFTER))
+
+
+def retry_delay(failures: int, rand: Callable[[], float],
+                retry_after: float | None = None) -> float:
+    """The wait after the ``failures``-th failure in a row (from 0): a random point in the
+    upper half of RETRY_SECONDS' growing ceiling, so that clients which lost the CA
+    together do not return together; at least what the server asked for."""
+    ceiling = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+    delay = round(ceiling * (0.5 + rand() / 2), 1)
+    return max(delay, retry_after or 0.0)
+
+
+def retrying(attempt: Callable[[], T], retry_for: float, *, sleep: Any = time.sleep,
+             rand: Callable[[], float] = random.random,
+             clock: Callable[[], float] = time.monotonic) -> T:
+    """``attempt()``, tried again while it raises :class:`Unreachable` for at most
+    ``retry_for`` seconds, after the waits of :func:`retry_delay`. When the next wait
+    would end past that, the last :class:`Unreachable` is raised; anything else
+    (a refusal) at once."""
+    deadline = clock() + retry_for
+    failures = 0
+    while True:
+        try:
+            return attempt()
+        except Unreachable as exc:
+            delay = retry_delay(failures, rand, exc.retry_after)
+            if clock() + delay > deadline:
+                raise
+            print(f"nhi-nac enroll: {exc.message}; retrying in {delay}s", file=sys.stderr,
+                  flush=True)
+            failures += 1
+            sleep(delay)
 
 
 def _checked_url(server: str, path: str) -> str:
@@ -129,10 +183,16 @@ def http_bytes(req: urllib.request.Request, ca_file: str | None, refused: str,
             detail = json.loads(exc.read()).get("detail", exc.reason)
         except (ValueError, AttributeError):
             detail = exc.reason
-        error = Refused if 400 <= exc.code < 500 and exc.code not in _TRANSIENT else NhiError
-        raise error(f"{refused} ({exc.code}): {detail}") from None
+        message = f"{refused} ({exc.code}): {detail}"
+        if exc.code >= 500 or exc.code in _TRANSIENT:
+            raise Unreachable(message, _retry_after(exc.headers.get("Retry-After"))) from None
+        raise (Refused if 400 <= exc.code < 500 else NhiError)(message) from None
     except (urllib.error.URLError, OSError) as exc:
-        raise NhiError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            # The server is there but is not the CA this host trusts: not a moment's fault.
+            raise NhiError(f"cannot trust {url}: {reason}") from None
+        raise Unreachable(f"cannot reach {url}: {reason}") from None
 
 
 def enroll(server: str, token: str, out: str, key_type: str = "p256",
@@ -228,8 +288,7 @@ def renew_loop(server: str, out: str, ca_file: str | None, max_rounds: int | Non
         except Refused:
             raise  # revoked, expired, retired, owner departed: a person has to act
         except NhiError as exc:
-            ceiling = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
-            delay = round(ceiling * (0.5 + rand() / 2), 1)
+            delay = retry_delay(failures, rand, getattr(exc, "retry_after", None))
             print(f"nhi-nac enroll: {exc.message}; retrying in {delay}s", flush=True)
             failures += 1
             sleep(delay)

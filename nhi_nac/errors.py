@@ -51,10 +51,15 @@ class Unauthorized(NhiError):
 
 
 class Unavailable(NhiError):
-    """Overloaded for now (a full queue); the client should retry later."""
+    """Overloaded for now (a full queue); the client should retry later: the answer
+    carries ``Retry-After`` (RFC 9110 §10.2.3) with ``retry_after`` seconds."""
 
     status = 503
     title = "Service unavailable"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ConfigError(NhiError):

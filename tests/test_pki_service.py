@@ -286,6 +286,81 @@ def test_renew_loop_backs_off_with_jitter_while_the_ca_is_down(
     assert all(c / 2 <= w <= c for c, w in zip(ceilings, retries, strict=True))
 
 
+def test_enrollment_at_boot_waits_for_the_ca_and_a_refusal_does_not(
+        service: Service, tmp_path: Path) -> None:
+    """The CA is down when the host boots: ``enroll --retry-for`` tries again after a
+    randomised delay and enrolls once the CA is back. With no time left to wait it exits
+    75 (EX_TEMPFAIL: the unit's timer tries later) having written nothing; a refusal
+    exits 1 at once, without retrying."""
+    token = service.cli("token", "create", "workload/billing").strip()
+    service.stop()
+    out = tmp_path / "creds"
+    gone = enroll(service, token, out, "--retry-for", "1s")  # first wait is 2.5 s or more
+    assert (gone.returncode, "cannot reach" in gone.stderr) == (75, True), gone.stderr
+    assert "retrying" not in gone.stderr and not out.exists()
+
+    client = subprocess.Popen(
+        [*NHI, "enroll", "--server", f"http://127.0.0.1:{service.api}", "--token", token,
+         "--out", str(out), "--retry-for", "2m"],
+        env=service.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert client.stderr is not None
+        said = ""
+        for _ in range(20):  # the first attempt fails: the CA is down
+            said = client.stderr.readline()
+            if "retrying in" in said or not said:
+                break
+        assert "cannot reach" in said and "retrying in" in said, said
+        service.start()  # the CA comes back while the host waits
+        _, err = client.communicate(timeout=90)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert client.returncode == 0, err
+    verify = openssl("verify", "-CAfile", str(out / "ca.pem"), "-untrusted",
+                     str(out / "chain.pem"), str(out / "cert.pem"))
+    assert verify.returncode == 0, verify.stderr
+
+    again = enroll(service, token, tmp_path / "again", "--retry-for", "2m")
+    assert (again.returncode, "already used" in again.stderr) == (1, True), again.stderr
+    assert "retrying" not in again.stderr and not (tmp_path / "again").exists()
+
+
+def test_retrying_waits_at_least_what_the_server_asked_and_stops_at_the_deadline() -> None:
+    from nhi_nac.enroll_client import Refused, Unreachable, retrying
+
+    now = [0.0]
+    waits: list[float] = []
+
+    def fake_clock_sleep(seconds: float) -> None:
+        """Stands in for time.sleep, moving the stand-in clock instead of waiting."""
+        waits.append(seconds)
+        now[0] += seconds
+
+    answers = iter([Unreachable("busy", retry_after=30), Unreachable("down"), "issued"])
+
+    def attempt() -> str:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert retrying(attempt, 3600, sleep=fake_clock_sleep, rand=lambda: 0.0,
+                    clock=lambda: now[0]) == "issued"
+    assert waits == [30.0, 7.5]  # Retry-After over its own 2.5 s; then 15 s' lower half
+    # Past the deadline the last failure is raised; a refusal is never retried.
+    waits.clear()
+    with pytest.raises(Unreachable, match="down"):
+        retrying(lambda: (_ for _ in ()).throw(Unreachable("down")), 20,
+                 sleep=fake_clock_sleep, rand=lambda: 1.0, clock=lambda: now[0])
+    assert waits == [5.0, 15.0]  # 5 + 15 = 20 s; the next (60 s) would pass it
+    with pytest.raises(Refused):
+        retrying(lambda: (_ for _ in ()).throw(Refused("revoked")), 3600,
+                 sleep=fake_clock_sleep)
+    assert waits == [5.0, 15.0]
+
+
 def test_renew_loop_stops_with_the_reason_when_the_ca_refuses(
         service: Service, tmp_path: Path) -> None:
     from nhi_nac.enroll_client import Refused, renew_loop

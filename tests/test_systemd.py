@@ -36,3 +36,13 @@ def test_service_is_hardened() -> None:
                       "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "LoadCredential="):
         assert directive in text
     assert "OnUnitActiveSec=" in (UNITS / "nhi-nac-governance.timer").read_text()
+
+
+def test_boot_enrollment_waits_out_a_ca_that_is_down() -> None:
+    """Both branches of the enroll unit (first enrollment and renewal) retry while the CA
+    is unreachable, for less than the timer's period (tests/test_pki_service.py runs
+    ``enroll --retry-for`` against a CA that comes back)."""
+    unit = (UNITS / "nhi-nac-enroll@.service").read_text()
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert exec_start.count("--retry-for 50m") == 2
+    assert "OnUnitActiveSec=1h" in (UNITS / "nhi-nac-enroll@.timer").read_text()

@@ -28,7 +28,7 @@ from nhi_nac.api.routes import (
 )
 from nhi_nac.ca_service import CaService
 from nhi_nac.config import AgentsConfig, GovernanceConfig
-from nhi_nac.errors import Forbidden, NhiError, Unauthorized
+from nhi_nac.errors import Forbidden, NhiError, Unauthorized, Unavailable
 from nhi_nac.governance import Governance
 from nhi_nac.inventory import Inventory
 from nhi_nac.segment_service import SegmentService
@@ -73,6 +73,10 @@ METRICS: web.AppKey[ApiMetrics] = web.AppKey("metrics", ApiMetrics)
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except Unavailable as exc:
+        response = problem(exc.status, exc.title, exc.message, **exc.problem_extra())
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     except NhiError as exc:
         return problem(exc.status, exc.title, exc.message, **exc.problem_extra())
     except web.HTTPRequestEntityTooLarge as exc:

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import func, select
 
 import pki
-from nhi_nac import audit
+from nhi_nac import audit, enroll_client
 from nhi_nac.api.server import make_app
 from nhi_nac.bootstrap_tokens import create_bootstrap_token, create_bootstrap_tokens
 from nhi_nac.ca_service import CaService
@@ -222,6 +222,55 @@ async def test_a_token_used_at_once_is_issued_once(lab: Lab) -> None:
     assert codes == [201, 403, 403, 403, 403, 403], results
     assert all("already used" in b["detail"] for c, b in results if c == 403)
     assert await lab.counts() == (before[0] + 1, before[1] + 1, before[2] + 1, before[3] + 1)
+
+
+async def test_a_full_queue_answers_503_with_retry_after_and_stores_nothing(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Past MAX_ENROLL_QUEUE waiting enrollments a request is refused at once with 503,
+    ``Retry-After`` and the reason; its token stays usable, and the queued ones are
+    issued when the CA catches up."""
+    import nhi_nac.ca_service as ca_service
+
+    monkeypatch.setattr(ca_service, "MAX_ENROLL_QUEUE", 2)
+    release = asyncio.Event()
+    real = CaService._enroll_batch
+
+    async def slow(self: CaService, batch: Any) -> None:
+        await release.wait()  # the database is slow: the queue fills behind this batch
+        await real(self, batch)
+
+    monkeypatch.setattr(CaService, "_enroll_batch", slow)
+    names = ["api", "billing", "batch"]
+    tokens = [await lab.token(f"workload/{n}") for n in names]
+    spare = await lab.token("workload/api")
+    before = await lab.counts()
+    first = asyncio.ensure_future(lab.enroll(tokens[0], csr_for("api")))
+    for _ in range(100):  # the first request's batch is being written
+        await asyncio.sleep(0.01)
+        if not lab.ca._enroll_queue:
+            break
+    queued = [asyncio.ensure_future(lab.enroll(t, csr_for(n)))
+              for t, n in zip(tokens[1:], names[1:], strict=True)]
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if len(lab.ca._enroll_queue) == 2:
+            break
+    r = await lab.client.post("/pki/v1/enroll", json={"token": spare,
+                                                      "csr": csr_for("api").decode()})
+    body = await r.json(content_type=None)
+    assert (r.status, r.headers.get("Retry-After")) == (503, "1"), body
+    assert "more than 2 enrollments waiting; retry" in body["detail"]
+    # The enrollment client reads it as "try again after 1 s", not as a refusal.
+    with pytest.raises(enroll_client.Unreachable, match="enrollments waiting") as caught:
+        await asyncio.to_thread(enroll_client.enroll, str(lab.client.make_url("/")), spare,
+                                str(tmp_path / "spare"))
+    assert caught.value.retry_after == 1.0 and not (tmp_path / "spare").exists()
+    assert await lab.counts() == before
+    release.set()
+    assert [code for code, _ in await asyncio.gather(first, *queued)] == [201, 201, 201]
+    code, _ = await lab.enroll(spare, csr_for("api"))
+    assert code == 201  # the refused token was not burned
+    assert (await lab.counts())[0] == before[0] + 4
 
 
 async def test_one_bad_request_does_not_fail_the_others(lab: Lab) -> None:
