@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from nhi_nac.agents import AgentService
 from nhi_nac.api.server import make_app
+from nhi_nac.ca_metrics import CaMetrics, issuing_ca_warning
 from nhi_nac.ca_service import API_TLS_DIR, CaService
 from nhi_nac.coa.sender import CoaSender
 from nhi_nac.config import Config
@@ -142,6 +143,7 @@ async def _keep_ca_fresh(ca: CaService, tls: ssl.SSLContext | None = None,
             if reissue:
                 for line in ca.issue_service_certificates(utcnow()):
                     log.info("ca.service_certificate", issued=line)
+                warn_if_issuing_ca_ends(ca)
             watched.reload_changed()
         except Exception:  # noqa: BLE001 - the current certificates stay until the next try
             log.warning("ca.service_certificates_failed", exc_info=True)
@@ -149,6 +151,14 @@ async def _keep_ca_fresh(ca: CaService, tls: ssl.SSLContext | None = None,
 
 #: Seconds between checks whether the service's own certificates are due or changed.
 SERVICE_CERT_CHECK_SECONDS = 3600.0
+
+
+def warn_if_issuing_ca_ends(ca: CaService) -> None:
+    """At start and hourly: one warning while the issuing CA has less life left than the
+    profiles may grant (``ca_metrics.issuing_ca_warning``)."""
+    message = issuing_ca_warning(ca.issuing_ca(), utcnow())
+    if message is not None:
+        log.warning("ca.issuing_ca_ending", detail=message)
 
 
 class _ServiceCertificates:
@@ -256,9 +266,11 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     await services.segments.refresh_overlays()
     services.ca.load()
     services.ca.issue_service_certificates(services.inventory.clock())
+    warn_if_issuing_ca_ends(services.ca)
     radius = RadiusNode(config, services.db, services.segments)
     registry = CollectorRegistry()
     registry.register(RadiusMetrics(radius.server, radius.directory, radius.shell))
+    registry.register(CaMetrics(services.ca))
     app = make_app(services.inventory, config.api.max_body, registry=registry,
                    governance=services.governance, segment_service=services.segments,
                    ca=services.ca, agents=services.agents)
@@ -390,8 +402,11 @@ async def _serve_api(config: Config, parent: int) -> None:
     await services.segments.refresh()
     await services.segments.refresh_overlays()
     services.ca.load()
-    app = make_app(services.inventory, config.api.max_body, governance=services.governance,
-                   segment_service=services.segments, ca=services.ca, agents=services.agents)
+    registry = CollectorRegistry()
+    registry.register(CaMetrics(services.ca))
+    app = make_app(services.inventory, config.api.max_body, registry=registry,
+                   governance=services.governance, segment_service=services.segments,
+                   ca=services.ca, agents=services.agents)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = config.api_host_port

@@ -273,24 +273,56 @@ class CaService:
         _write(self.dir / "issuing.pem", h.issuing.certificate_pem)
         return [f"CA created for trust domain {td} ({key_type or self.config.ca.key_type})"]
 
-    def import_issuing(self, cert_pem: bytes, key_pem: bytes, chain_pem: bytes,
-                       now: dt.datetime, key_passphrase: bytes | None) -> str:
-        """Bring your own issuing CA (refused if one exists or it does not check out)."""
-        if self.initialised:
-            raise Conflict(f"a CA already exists in {self.dir}")
+    async def import_issuing(self, cert_pem: bytes, key_pem: bytes, chain_pem: bytes,
+                             now: dt.datetime, key_passphrase: bytes | None) -> list[str]:
+        """Bring your own issuing CA. ``init`` has made a CA of its own by then: it is
+        replaced, and its files kept in ``ca/replaced-<time>/``, as long as it has issued
+        no certificate to an identity. Refused, changing nothing, once it has (those
+        certificates could neither renew nor be listed on the new CA's CRL), or when the
+        imported CA does not check out."""
         try:
             ca = pki.import_issuing_ca(cert_pem, key_pem, chain_pem, now,
                                        passphrase=key_passphrase,
                                        trust_domain=self.config.ca.trust_domain)
         except pki.PkiError as exc:
             raise InvalidInput(f"CA import refused: {exc}") from None
+        left = ca.certificate.not_valid_after_utc - now
+        needed = max(pki.get_profile(p).default_validity for p in _SERVICE_PROFILES)
+        if left < needed:
+            raise InvalidInput(
+                f"CA import refused: the issuing CA ends in {left.days} days, and the "
+                f"service's own certificates need {needed.days} ({', '.join(_SERVICE_PROFILES)})")
+        done: list[str] = []
+        if self.initialised:
+            issued = await self.inventory.db.run_read(
+                lambda conn: conn.execute(_COUNT_CERTIFICATES).scalar_one())
+            if issued:
+                raise Conflict(
+                    f"the CA in {self.dir} has issued {issued} certificate(s) to identities; "
+                    "another issuing CA would strand them (they could neither renew nor be "
+                    "listed on its CRL): bring your own CA before the first enrollment")
+            done.append(f"the CA that init made was set aside in {self._set_aside(now)}")
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         passphrase = self._passphrase(create=True)
         _write(self.dir / "root.pem", ca.root_pem)
         _write(self.dir / "issuing.key", ca.key_pem(passphrase), 0o600)
         _write(self.dir / "chain.pem", ca.chain_pem)
         _write(self.dir / "issuing.pem", ca.certificate_pem)
-        return f"issuing CA {ca.certificate.subject.rfc4514_string()} imported"
+        # What was loaded from the CA before it (if anything) is gone with it.
+        self.issuer, self.ocsp, self.crl = None, None, None
+        self._crl_signer, self._pem_strings = None, None
+        done.append(f"issuing CA {ca.certificate.subject.rfc4514_string()} imported")
+        return done
+
+    def _set_aside(self, now: dt.datetime) -> Path:
+        """Move the CA's files (keys, certificates, CRL) into a new ``replaced-<time>``
+        directory beside them; the passphrase stays (the new key is encrypted with it)."""
+        kept = self.dir / f"replaced-{now:%Y%m%dT%H%M%S%fZ}"
+        kept.mkdir(mode=0o700)
+        for name in _CA_FILES:
+            if (self.dir / name).exists():
+                (self.dir / name).rename(kept / name)
+        return kept
 
     def export_root(self, offline: bool) -> bytes:
         """The encrypted root key (same passphrase); ``offline`` deletes it here."""
@@ -907,6 +939,13 @@ class _Candidate:
         return f"{self.kind}/{self.name}"
 
 
+#: The profiles of the certificates the service issues itself on import and at start.
+_SERVICE_PROFILES = ("ocsp-responder", "radius-server")
+#: The files of one CA in its directory (``import_issuing`` sets them aside together).
+_CA_FILES = ("root.pem", "root.key", "issuing.pem", "issuing.key", "chain.pem", "ocsp.pem",
+             "ocsp.key", "crl.der", "crl.pem")
+_COUNT_CERTIFICATES = select(func.count()).select_from(Credential).where(
+    Credential.type == "certificate")
 # Core statements, built once: the enrollment batch is a few of these whatever its size.
 _ENROLL_TOKENS = (
     select(EnrollmentToken.id.label("token_id"), EnrollmentToken.token_hash,

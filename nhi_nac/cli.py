@@ -396,10 +396,12 @@ async def cmd_ca_import(a: argparse.Namespace, s: Services) -> int:
     def read(path: str) -> bytes:
         return Path(path).read_bytes()  # noqa: ASYNC240 - a one-shot CLI
     passphrase = read(a.key_passphrase_file).strip() if a.key_passphrase_file else None
-    msg = s.ca.import_issuing(read(a.cert), read(a.key), read(a.chain), s.inventory.clock(),
-                              passphrase)
-    done = [msg, *s.ca.issue_service_certificates(s.inventory.clock(), force=True)]
-    await s.ca.publish_crl()
+    done = await s.ca.import_issuing(read(a.cert), read(a.key), read(a.chain),
+                                     s.inventory.clock(), passphrase)
+    done += s.ca.issue_service_certificates(s.inventory.clock(), force=True)
+    crl = await s.ca.publish_crl()
+    done.append(f"CRL {crl.number} published by the imported CA (a running nhi-nac serve "
+                "issues from it once restarted)")
     _emit(a, {"done": done}, lambda: "\n".join(done))
     return 0
 
