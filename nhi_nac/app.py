@@ -71,8 +71,10 @@ def ensure_data_dir(config: Config) -> None:
     os.chmod(path, 0o700)
 
 
-async def initialise(config: Config) -> list[str]:
-    """Create what a fresh install needs; safe to run again. Returns what it did."""
+async def initialise(config: Config, with_ca: bool = True) -> list[str]:
+    """Create what a fresh install needs; safe to run again. Returns what it did.
+    ``with_ca=False`` (``ca init``, ``ca import``): everything but the CA, and only what
+    was missing."""
     done: list[str] = []
     ensure_data_dir(config)
     services = build(config)
@@ -80,13 +82,16 @@ async def initialise(config: Config) -> list[str]:
         before = await services.db.current_revision()
         await services.db.upgrade()
         after = await services.db.current_revision()
-        done.append(f"database at migration {after}" + (f" (was {before})" if before and
-                                                           before != after else ""))
+        if with_ca or before != after:
+            done.append(f"database at migration {after}" + (
+                f" (was {before})" if before and before != after else ""))
         if await services.segments.current_text() is None:
             info = await services.segments.apply(starter_map_text(), "starter.yaml",
                                                  author="nhi-nac init",
                                                  comment="starter segment map")
             done.append(f"starter segment map applied as version {info.version}")
+        if not with_ca:
+            return done
         now = services.inventory.clock()
         done += services.ca.init_hierarchy(now)
         done += services.ca.issue_service_certificates(now)

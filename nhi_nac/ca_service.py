@@ -92,6 +92,7 @@ from nhi_nac.storage.models import (
     Setting,
     table_of,
 )
+from pki.enroll import fsync_directory
 
 log = structlog.get_logger("nhi_nac.ca")
 
@@ -271,15 +272,34 @@ class CaService:
         _write(self.dir / "issuing.key", h.issuing.key_pem(passphrase), 0o600)
         _write(self.dir / "chain.pem", h.issuing.chain_pem)
         _write(self.dir / "issuing.pem", h.issuing.certificate_pem)
+        self._forget_ca()
         return [f"CA created for trust domain {td} ({key_type or self.config.ca.key_type})"]
 
+    async def make_room(self, now: dt.datetime, replace: bool) -> list[str]:
+        """Before ``ca init`` or ``ca import`` writes a CA: none there, or (``replace``)
+        the one there set aside in ``ca/replaced-<time>/``, as long as it has issued no
+        certificate to an identity. Refused, changing nothing, otherwise: certificates
+        it issued could neither renew against another CA nor be listed on its CRL."""
+        if not self.initialised:
+            return []
+        issued = await self.inventory.db.run_read(
+            lambda conn: conn.execute(_COUNT_CERTIFICATES).scalar_one())
+        if issued:
+            raise Conflict(
+                f"the CA in {self.dir} has issued {issued} certificate(s) to identities; "
+                "another CA would strand them (they could neither renew nor be listed on "
+                "its CRL): replace the CA before the first enrollment")
+        if not replace:
+            raise Conflict(f"a CA already exists in {self.dir} (nothing issued yet): add "
+                           "--replace to set it aside and put the new one in its place")
+        return [f"the CA that was there is set aside in {self._set_aside(now)}"]
+
     async def import_issuing(self, cert_pem: bytes, key_pem: bytes, chain_pem: bytes,
-                             now: dt.datetime, key_passphrase: bytes | None) -> list[str]:
-        """Bring your own issuing CA. ``init`` has made a CA of its own by then: it is
-        replaced, and its files kept in ``ca/replaced-<time>/``, as long as it has issued
-        no certificate to an identity. Refused, changing nothing, once it has (those
-        certificates could neither renew nor be listed on the new CA's CRL), or when the
-        imported CA does not check out."""
+                             now: dt.datetime, key_passphrase: bytes | None,
+                             replace: bool = False) -> list[str]:
+        """Bring your own issuing CA, in place of the one ``init`` made if ``replace``
+        (see :meth:`make_room`). Refused, changing nothing, when it does not check out or
+        ends before the service's own certificates would."""
         try:
             ca = pki.import_issuing_ca(cert_pem, key_pem, chain_pem, now,
                                        passphrase=key_passphrase,
@@ -292,27 +312,21 @@ class CaService:
             raise InvalidInput(
                 f"CA import refused: the issuing CA ends in {left.days} days, and the "
                 f"service's own certificates need {needed.days} ({', '.join(_SERVICE_PROFILES)})")
-        done: list[str] = []
-        if self.initialised:
-            issued = await self.inventory.db.run_read(
-                lambda conn: conn.execute(_COUNT_CERTIFICATES).scalar_one())
-            if issued:
-                raise Conflict(
-                    f"the CA in {self.dir} has issued {issued} certificate(s) to identities; "
-                    "another issuing CA would strand them (they could neither renew nor be "
-                    "listed on its CRL): bring your own CA before the first enrollment")
-            done.append(f"the CA that init made was set aside in {self._set_aside(now)}")
+        done = await self.make_room(now, replace)
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         passphrase = self._passphrase(create=True)
         _write(self.dir / "root.pem", ca.root_pem)
         _write(self.dir / "issuing.key", ca.key_pem(passphrase), 0o600)
         _write(self.dir / "chain.pem", ca.chain_pem)
         _write(self.dir / "issuing.pem", ca.certificate_pem)
-        # What was loaded from the CA before it (if anything) is gone with it.
-        self.issuer, self.ocsp, self.crl = None, None, None
-        self._crl_signer, self._pem_strings = None, None
+        self._forget_ca()
         done.append(f"issuing CA {ca.certificate.subject.rfc4514_string()} imported")
         return done
+
+    def _forget_ca(self) -> None:
+        """What was loaded from a CA just replaced on disk is gone with it."""
+        self.issuer, self.ocsp, self.crl = None, None, None
+        self._crl_signer, self._pem_strings = None, None
 
     def _set_aside(self, now: dt.datetime) -> Path:
         """Move the CA's files (keys, certificates, CRL) into a new ``replaced-<time>``
@@ -324,15 +338,28 @@ class CaService:
                 (self.dir / name).rename(kept / name)
         return kept
 
-    def export_root(self, offline: bool) -> bytes:
-        """The encrypted root key (same passphrase); ``offline`` deletes it here."""
+    def export_root(self, output: Path, offline: bool) -> None:
+        """Write the encrypted root key (same passphrase) to ``output``, a new file (0600,
+        written whole and synced). With ``offline`` the key here is removed only once that
+        file is on disk and reads back the same. Refused, changing nothing, when the key
+        is not here, ``output`` exists, or it cannot be written."""
         path = self.dir / "root.key"
         if not path.exists():
             raise NotFound("the root key is not on this machine (already offline?)")
+        if output.exists() or output.is_symlink():
+            raise Conflict(f"{output} exists; the root key is not written over a file")
         data = path.read_bytes()
+        try:
+            _write(output, data, 0o600)
+            fsync_directory(output.parent)
+            if output.read_bytes() != data:
+                raise OSError(f"{output} does not read back as written")
+        except OSError as exc:
+            raise InvalidInput(f"cannot write {output}: {exc.strerror or exc}; the root key "
+                               f"stays in {self.dir}") from None
         if offline:
             path.unlink()
-        return data
+            fsync_directory(self.dir)
 
     def load(self) -> None:
         """Load the issuing CA and the OCSP responder (after ``init``)."""
@@ -872,13 +899,16 @@ class CaService:
             Credential.type == "certificate")
         if identity is not None:
             q = q.where(Identity.kind == identity.kind.value, Identity.name == identity.name)
+        now = self.inventory.clock()
         if expiring_within is not None:
-            q = q.where(Credential.status == "active",
-                        Credential.expires_at <= self.inventory.clock() + expiring_within)
+            # Still valid, and not for long: not those long expired (a workload renewed
+            # daily leaves one a day), which would crowd out the ones about to lapse.
+            q = q.where(Credential.status == "active", Credential.expires_at > now,
+                        Credential.expires_at <= now + expiring_within)
         q = q.order_by(Credential.expires_at).limit(limit)
         async with self.inventory.db.read() as s:
             rows = (await s.execute(q)).all()
-        return [_cert_view(c, f"{k}/{n}") for c, k, n in rows]
+        return [_cert_view(c, f"{k}/{n}", now) for c, k, n in rows]
 
     async def certificate(self, serial: str) -> tuple[CertificateView, str]:
         async with self.inventory.db.read() as s:
@@ -888,7 +918,8 @@ class CaService:
                 Credential.type == "certificate"))).first()
         if row is None:
             raise NotFound(f"no certificate with serial {serial}")
-        return _cert_view(row[0], f"{row[1]}/{row[2]}"), row[0].pem or ""
+        return _cert_view(row[0], f"{row[1]}/{row[2]}", self.inventory.clock()), \
+            row[0].pem or ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1492,8 +1523,12 @@ def _due(path: Path, now: dt.datetime) -> bool:
     return now >= cert.not_valid_before_utc + life * 2 / 3
 
 
-def _cert_view(c: Credential, ref: str) -> CertificateView:
-    return CertificateView(c.serial or "", ref, c.fingerprint, c.profile, c.status,
+def _cert_view(c: Credential, ref: str, now: dt.datetime) -> CertificateView:
+    """A certificate as listed; one past its notAfter reads ``expired`` (the stored
+    status is what was done to it: active, revoked)."""
+    status = "expired" if c.status == "active" and c.expires_at is not None and \
+        c.expires_at <= now else c.status
+    return CertificateView(c.serial or "", ref, c.fingerprint, c.profile, status,
                            c.not_before, c.expires_at, c.revoked_at, c.revocation_reason)
 
 

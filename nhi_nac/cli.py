@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import getpass
 import json
-import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -36,7 +35,7 @@ from nhi_nac.enroll_client import (
     renewal_due,
     retrying,
 )
-from nhi_nac.errors import NhiError
+from nhi_nac.errors import InvalidInput, NhiError
 from nhi_nac.events import tail_events
 from nhi_nac.governance import SEVERITY
 from nhi_nac.importer import import_identities, parse_import
@@ -365,14 +364,24 @@ async def cmd_segments_rollback(a: argparse.Namespace, s: Services) -> int:
 
 async def cmd_ca_init(a: argparse.Namespace, s: Services) -> int:
     now = s.inventory.clock()
-    done = s.ca.init_hierarchy(now, a.key_type, a.trust_domain)
-    if not done:
-        raise NhiError(f"a CA already exists in {s.ca.dir}")
-    done += s.ca.issue_service_certificates(now, force=True)
-    crl = await s.ca.publish_crl()
-    done.append(f"CRL {crl.number} published")
-    _emit(a, {"done": done}, lambda: "\n".join(done))
+    done = list(a.set_up)
+    if a.trust_domain and a.trust_domain != s.config.ca.trust_domain:
+        raise InvalidInput(f"trust domain {a.trust_domain} differs from the configured "
+                           f"ca.trust_domain {s.config.ca.trust_domain}")
+    done += await s.ca.make_room(now, a.replace)
+    done += s.ca.init_hierarchy(now, a.key_type, a.trust_domain)
+    await _publish_new_ca(a, s, done)
     return 0
+
+
+async def _publish_new_ca(a: argparse.Namespace, s: Services, done: list[str]) -> None:
+    """After ``ca init`` or ``ca import``: the service's own certificates and a CRL from
+    the new CA."""
+    done += s.ca.issue_service_certificates(s.inventory.clock(), force=True)
+    crl = await s.ca.publish_crl()
+    done.append(f"CRL {crl.number} published by the new CA (a running nhi-nac serve "
+                "issues from it once restarted)")
+    _emit(a, {"done": done}, lambda: "\n".join(done))
 
 
 async def cmd_ca_fingerprint(a: argparse.Namespace, s: Services) -> int:
@@ -383,9 +392,7 @@ async def cmd_ca_fingerprint(a: argparse.Namespace, s: Services) -> int:
 
 
 async def cmd_ca_export_root(a: argparse.Namespace, s: Services) -> int:
-    data = s.ca.export_root(a.offline)
-    Path(a.output).write_bytes(data)  # noqa: ASYNC240 - a one-shot CLI
-    os.chmod(a.output, 0o600)
+    s.ca.export_root(Path(a.output), a.offline)
     note = " and removed it from this machine" if a.offline else ""
     _emit(a, {"written": a.output, "offline": a.offline},
           lambda: f"wrote the encrypted root key to {a.output}{note}")
@@ -396,13 +403,10 @@ async def cmd_ca_import(a: argparse.Namespace, s: Services) -> int:
     def read(path: str) -> bytes:
         return Path(path).read_bytes()  # noqa: ASYNC240 - a one-shot CLI
     passphrase = read(a.key_passphrase_file).strip() if a.key_passphrase_file else None
-    done = await s.ca.import_issuing(read(a.cert), read(a.key), read(a.chain),
-                                     s.inventory.clock(), passphrase)
-    done += s.ca.issue_service_certificates(s.inventory.clock(), force=True)
-    crl = await s.ca.publish_crl()
-    done.append(f"CRL {crl.number} published by the imported CA (a running nhi-nac serve "
-                "issues from it once restarted)")
-    _emit(a, {"done": done}, lambda: "\n".join(done))
+    done = list(a.set_up)
+    done += await s.ca.import_issuing(read(a.cert), read(a.key), read(a.chain),
+                                      s.inventory.clock(), passphrase, a.replace)
+    await _publish_new_ca(a, s, done)
     return 0
 
 
@@ -693,6 +697,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = ca.add_parser("init", parents=[common])
     c.add_argument("--trust-domain")
     c.add_argument("--key-type", choices=["p256", "p384", "ed25519", "rsa3072"])
+    c.add_argument("--replace", action="store_true",
+                   help="set aside the CA there (init made one) if it has issued nothing")
     c.set_defaults(fn=cmd_ca_init)
     c = ca.add_parser("fingerprint", parents=[common],
                       help="SHA-256 of the root CA certificate (for enroll --root-fingerprint)")
@@ -706,6 +712,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--key", required=True)
     c.add_argument("--chain", required=True, help="certificates above it, up to the root")
     c.add_argument("--key-passphrase-file")
+    c.add_argument("--replace", action="store_true",
+                   help="set aside the CA there (init made one) if it has issued nothing")
     c.set_defaults(fn=cmd_ca_import)
     cert = sub.add_parser("cert", help="issued certificates").add_subparsers(dest="sub",
                                                                            required=True)
@@ -851,6 +859,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "enroll":
             return _enroll(args)
+        args.set_up = []
+        if args.command == "ca" and args.sub in ("init", "import"):
+            # A set-up command on a fresh machine: the database first, without a CA
+            # (what init would do; nothing when it is there already).
+            args.set_up = asyncio.run(initialise(config, with_ca=False))
         if args.command == "agent" and args.sub in ("request", "spawn"):
             return _agent_client(args)
         if args.command == "config":

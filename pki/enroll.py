@@ -157,7 +157,7 @@ def write_credentials(
         for temporary, _ in staged:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
-    _fsync_directory(target)
+    fsync_directory(target)
     return files
 
 
@@ -194,7 +194,8 @@ def _stage(directory: Path, name: str, data: bytes, mode: int) -> str:
     return temporary
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a rename or unlink in ``directory`` durable (fsync of the directory itself)."""
     descriptor = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(descriptor)

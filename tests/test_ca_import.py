@@ -1,7 +1,7 @@
 """Bring your own issuing CA after ``init``, and the CA's health on ``/metrics``.
 
-``nhi-nac init`` makes a CA; ``nhi-nac ca import`` then replaces it with the admin's own
-(set aside, not deleted) as long as it has issued nothing to an identity. The running
+``nhi-nac init`` makes a CA; ``nhi-nac ca import --replace`` then replaces it with the
+admin's own (set aside, not deleted) as long as it has issued nothing to an identity. The running
 service issues from the imported CA (checked with ``openssl verify``), exports the
 notAfter of every certificate it depends on and its CRL's nextUpdate, number and size
 (checked against what ``openssl`` reads from the files), refuses a certificate that would
@@ -84,7 +84,12 @@ def test_own_ca_after_init_metrics_and_the_issuing_ca_warning(tmp_path: Path) ->
     assert short.returncode == 1 and "ends in 30 days" in short.stderr, short.stderr
     assert _snapshot(ca_dir) == made_by_init
 
-    said = svc.cli(*_own_ca(tmp_path, 200))
+    own = _own_ca(tmp_path, 200)
+    unsaid = subprocess.run([*NHI, *own], env=svc.env, capture_output=True, text=True,
+                            timeout=60)
+    assert unsaid.returncode == 1 and "add --replace" in unsaid.stderr, unsaid.stderr
+    assert _snapshot(ca_dir) == made_by_init
+    said = svc.cli(*own, "--replace")
     assert "set aside in" in said and "imported" in said, said
     kept = next(ca_dir.glob("replaced-*"))
     assert _snapshot(kept) == {k: v for k, v in made_by_init.items() if k != "passphrase"}
@@ -130,7 +135,7 @@ def test_own_ca_after_init_metrics_and_the_issuing_ca_warning(tmp_path: Path) ->
 
         # Once it has issued, the CA is not replaced.
         before = _snapshot(ca_dir)
-        again = subprocess.run([*NHI, *_own_ca(tmp_path, 300)], env=svc.env,
+        again = subprocess.run([*NHI, *_own_ca(tmp_path, 300), "--replace"], env=svc.env,
                                capture_output=True, text=True, timeout=60)
         assert again.returncode == 1 and "has issued 1 certificate(s)" in again.stderr
         assert _snapshot(ca_dir) == before

@@ -197,3 +197,67 @@ def test_agent_tree_and_lineage_refusal(env: dict[str, str]) -> None:
     tree = run(env, "agent", "tree", "ai_agent/planner").stdout.splitlines()
     assert tree[0].startswith("ai_agent/planner [active] owner ops@example.com")
     assert tree[1].strip().startswith("└─ ai_agent/worker [active]")
+
+
+def _openssl(*args: str) -> str:
+    from tests.interop import require_tool
+
+    p = subprocess.run([require_tool("openssl", "openssl"), *args], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_ca_init_sets_up_a_fresh_machine_and_replaces_only_with_replace(
+        env: dict[str, str], tmp_path: Path) -> None:
+    """``ca init --key-type`` is the explicit form of init's CA: on a fresh machine it
+    sets up the database too; once a CA exists it is refused unless ``--replace``, which
+    sets the old one aside; never once the CA has issued a certificate."""
+    said = run(env, "ca", "init", "--key-type", "p384").stdout
+    assert "database at migration" in said and "CA created" in said and "(p384)" in said
+    ca = tmp_path / "data" / "ca"
+    assert "NIST CURVE: P-384" in _openssl("x509", "-in", str(ca / "issuing.pem"), "-noout",
+                                           "-text")
+    assert "CA created" not in run(env, "init").stdout  # init keeps it
+    first = (ca / "root.pem").read_bytes()
+    again = run(env, "ca", "init", "--key-type", "ed25519", ok=False)
+    assert again.returncode == 1 and "add --replace" in again.stderr
+    other = run(env, "ca", "init", "--trust-domain", "other.example", "--replace", ok=False)
+    assert other.returncode == 1 and "differs from the configured" in other.stderr
+    assert (ca / "root.pem").read_bytes() == first and not list(ca.glob("replaced-*"))
+    said = run(env, "ca", "init", "--key-type", "ed25519", "--replace").stdout
+    assert "set aside in" in said and "(ed25519)" in said
+    kept = next(ca.glob("replaced-*"))
+    assert (kept / "root.pem").read_bytes() == first
+    # The service's own certificates come from the new CA.
+    _openssl("verify", "-CAfile", str(ca / "root.pem"), "-untrusted", str(ca / "chain.pem"),
+             str(ca / "ocsp.pem"), str(tmp_path / "data" / "radius" / "server.pem"))
+
+
+def test_ca_export_root_keeps_the_key_until_the_copy_is_on_disk(
+        env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "init")
+    key = tmp_path / "data" / "ca" / "root.key"
+    original = key.read_bytes()
+    # A copy that cannot be written, or would overwrite a file: refused, the key stays.
+    lost = run(env, "ca", "export-root", "-o", str(tmp_path / "no" / "such" / "dir" / "k"),
+               "--offline", ok=False)
+    assert lost.returncode == 1 and "the root key stays" in lost.stderr, lost.stderr
+    (tmp_path / "taken.key").write_text("something else\n")
+    taken = run(env, "ca", "export-root", "-o", str(tmp_path / "taken.key"), "--offline",
+                ok=False)
+    assert taken.returncode == 1 and "not written over a file" in taken.stderr
+    onto_itself = run(env, "ca", "export-root", "-o", str(key), "--offline", ok=False)
+    assert onto_itself.returncode == 1
+    assert key.read_bytes() == original
+    assert (tmp_path / "taken.key").read_text() == "something else\n"
+    # Off the machine: the copy is private, decrypts with the passphrase to the root's key.
+    out = tmp_path / "offline-root.key"
+    said = run(env, "ca", "export-root", "-o", str(out), "--offline").stdout
+    assert "removed it from this machine" in said and not key.exists()
+    assert out.stat().st_mode & 0o777 == 0o600 and out.read_bytes() == original
+    passphrase = f"file:{tmp_path / 'data' / 'ca' / 'passphrase'}"
+    assert _openssl("pkey", "-in", str(out), "-passin", passphrase, "-pubout") == \
+        _openssl("x509", "-in", str(tmp_path / "data" / "ca" / "root.pem"), "-noout", "-pubkey")
+    gone = run(env, "ca", "export-root", "-o", str(tmp_path / "again.key"), ok=False)
+    assert gone.returncode == 1 and "not on this machine" in gone.stderr

@@ -273,6 +273,36 @@ async def test_a_full_queue_answers_503_with_retry_after_and_stores_nothing(
     assert (await lab.counts())[0] == before[0] + 4
 
 
+async def test_expiring_within_lists_what_is_about_to_lapse_not_what_has(lab: Lab) -> None:
+    """A workload renewed daily leaves a certificate a day behind it: they read
+    ``expired`` and stay out of "expiring within", which lists the valid ones that end
+    soon (CLI ``cert list --expiring-within``, API ``?expiring_within=``)."""
+    from nhi_nac import apitokens
+
+    serials = []
+    for _ in range(3):  # three days of daily certificates
+        code, body = await lab.enroll(await lab.token("workload/api"), csr_for("api"))
+        assert code == 201, body
+        serials.append(body["serial"])
+        lab.clock.now += dt.timedelta(hours=25)
+    lab.clock.now -= dt.timedelta(hours=2)  # the newest has an hour left
+    code, body = await lab.enroll(await lab.token("workload/billing"), csr_for("billing"),
+                                  validity="72h")
+    assert code == 201, body
+    soon = await lab.ca.certificates(expiring_within=dt.timedelta(hours=2))
+    assert [c.serial for c in soon] == [serials[-1]]
+    week = await lab.ca.certificates(expiring_within=dt.timedelta(days=7))
+    assert [c.serial for c in week] == [serials[-1], body["serial"]]
+    listed = {c.serial: c.status for c in await lab.ca.certificates(
+        IdentityRef.parse("workload/api"))}
+    assert listed == {serials[0]: "expired", serials[1]: "expired", serials[2]: "active"}
+    token = await apitokens.create_token(lab.inv, "auditor", "auditor", actor="t")
+    r = await lab.client.get("/api/v1/certificates", params={"expiring_within": "7d"},
+                             headers={"Authorization": f"Bearer {token}"})
+    assert r.status == 200
+    assert [c["serial"] for c in await r.json()] == [serials[-1], body["serial"]]
+
+
 async def test_one_bad_request_does_not_fail_the_others(lab: Lab) -> None:
     refs = ["workload/api", "workload/billing", "workload/batch"]
     minted = await create_bootstrap_tokens(lab.inv, [IdentityRef.parse(r) for r in refs],
