@@ -24,7 +24,12 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nhi_nac import audit
-from nhi_nac.domain import IdentityRef, IdentityStatus, OwnerStatus
+from nhi_nac.domain import (
+    CERTIFICATE_PROFILE_FOR_KIND,
+    IdentityRef,
+    IdentityStatus,
+    OwnerStatus,
+)
 from nhi_nac.errors import Forbidden, InvalidInput
 from nhi_nac.inventory import Inventory
 from nhi_nac.storage.models import EnrollmentToken, Identity, OutboxEvent, Owner, table_of
@@ -75,6 +80,10 @@ async def create_bootstrap_tokens(
         raise InvalidInput(f"at most {MAX_TOKENS_PER_CALL} tokens per call")
     if not refs:
         return []
+    for ref in refs:
+        if ref.kind.value not in CERTIFICATE_PROFILE_FOR_KIND:
+            raise InvalidInput(f"{ref.kind.value} identities do not hold certificates: a "
+                               f"bootstrap token for {ref} could never be used")
     now = inv.clock()
     expires = now + ttl
     tokens = [BOOTSTRAP_PREFIX + secrets.token_urlsafe(32) for _ in refs]

@@ -68,7 +68,12 @@ from nhi_nac.bootstrap_tokens import (
     token_digest,
 )
 from nhi_nac.config import Config
-from nhi_nac.domain import IdentityRef, IdentityStatus, OwnerStatus
+from nhi_nac.domain import (
+    CERTIFICATE_PROFILE_FOR_KIND,
+    IdentityRef,
+    IdentityStatus,
+    OwnerStatus,
+)
 from nhi_nac.errors import (
     Conflict,
     Forbidden,
@@ -98,9 +103,7 @@ log = structlog.get_logger("nhi_nac.ca")
 
 CA_DIR = "ca"
 #: Which certificate profile each identity kind enrolls with.
-PROFILE_FOR_KIND = {"device": "device", "workload": "workload",
-                    "service_account": "workload", "rpa_bot": "workload",
-                    "ai_agent": "ai_agent"}
+PROFILE_FOR_KIND = CERTIFICATE_PROFILE_FOR_KIND
 #: Scope labels ``dns`` or ``dns.<n>`` list the DNS names an identity may hold.
 DNS_SCOPE_KEY = "dns"
 SERVICE_KIND = "service"
@@ -902,9 +905,11 @@ class CaService:
         now = self.inventory.clock()
         if expiring_within is not None:
             # Still valid, and not for long: not those long expired (a workload renewed
-            # daily leaves one a day), which would crowd out the ones about to lapse.
+            # daily leaves one a day), which would crowd out the ones about to lapse, nor
+            # those a renewal has superseded (the identity already holds the next one).
             q = q.where(Credential.status == "active", Credential.expires_at > now,
-                        Credential.expires_at <= now + expiring_within)
+                        Credential.expires_at <= now + expiring_within,
+                        ~queries.SUPERSEDED_CERTIFICATE)
         q = q.order_by(Credential.expires_at).limit(limit)
         async with self.inventory.db.read() as s:
             rows = (await s.execute(q)).all()

@@ -24,6 +24,14 @@ class IdentityKind(StrEnum):
     CERTIFICATE = "certificate"
 
 
+#: The certificate profile (``pki.profiles``) of each kind that holds certificates; the
+#: other kinds (API keys, OAuth tokens, certificates as identities) never enroll.
+CERTIFICATE_PROFILE_FOR_KIND: dict[str, str] = {
+    IdentityKind.DEVICE: "device", IdentityKind.WORKLOAD: "workload",
+    IdentityKind.SERVICE_ACCOUNT: "workload", IdentityKind.RPA_BOT: "workload",
+    IdentityKind.AI_AGENT: "ai_agent"}
+
+
 class IdentityStatus(StrEnum):
     ACTIVE = "active"
     SUSPENDED = "suspended"

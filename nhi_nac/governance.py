@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import and_, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -151,22 +151,32 @@ async def detect(s: AsyncSession, policy: GovernanceConfig, now: dt.datetime) ->
         found.append(Detection("expired_active", _ref(kind, name), iid, {
             "identity_expired_at": expires.isoformat() if expires else None}))
     # ... or one of its credentials; and per-credential age against the kind's policy.
+    # A certificate that a renewal superseded is history once it expires (not read at
+    # all: a workload renewed daily leaves one a day) and is never stale or expired;
+    # while still valid it counts as a live credential for sprawl.
+    superseded = queries.SUPERSEDED_CERTIFICATE
     creds = (await s.execute(
         select(Identity.id, Identity.kind, Identity.name, Credential.fingerprint,
                Credential.serial, Credential.created_at, Credential.last_rotated_at,
-               Credential.expires_at)
+               Credential.expires_at, superseded.label("superseded"))
         .join(Identity, Identity.id == Credential.identity_id)
-        .where(Credential.status == "active", Identity.status == "active")
+        .where(Credential.status == "active", Identity.status == "active",
+               ~and_(superseded, Credential.expires_at.is_not(None),
+                     Credential.expires_at <= now))
         .order_by(Identity.id, Credential.id))).all()
     expired: dict[int, list[str]] = {}
     stale: dict[int, list[dict[str, Any]]] = {}
     counts: dict[int, int] = {}
     refs: dict[int, str] = {}
-    for iid, kind, name, fp, serial, created, rotated, expires in creds:
+    for iid, kind, name, fp, serial, created, rotated, expires, replaced in creds:
         refs[iid] = _ref(kind, name)
-        counts[iid] = counts.get(iid, 0) + 1
         if expires is not None and expires < now:
-            expired.setdefault(iid, []).append(fp)
+            if not replaced:
+                expired.setdefault(iid, []).append(fp)
+        else:
+            counts[iid] = counts.get(iid, 0) + 1
+        if replaced:
+            continue
         days = policy.rotation_days.get(kind)
         age = now - (rotated or created)
         if days is not None and age > dt.timedelta(days=days):
@@ -598,7 +608,8 @@ async def rotations_due(s: AsyncSession, policy: GovernanceConfig, now: dt.datet
                    Credential.serial, Credential.created_at, Credential.last_rotated_at,
                    Credential.expires_at)
             .join(Identity, Identity.id == Credential.identity_id)
-            .where(Credential.status == "active", Identity.status == "active"))).all():
+            .where(Credential.status == "active", Identity.status == "active",
+                   ~queries.SUPERSEDED_CERTIFICATE))).all():
         candidates: list[tuple[dt.datetime, str]] = []
         days = policy.rotation_days.get(kind)
         if days is not None:

@@ -98,3 +98,22 @@ async def test_bulk_minting_is_all_or_nothing_with_one_record_each(inventory: In
         async with inventory.db.transaction() as s:
             ident = await consume_bootstrap_token(s, token, inventory.clock())
         assert (ident.kind, ident.name) == (ref.kind.value, ref.name)
+
+
+async def test_no_token_for_a_kind_that_never_holds_a_certificate(inventory: Inventory) -> None:
+    """An API key or an OAuth token never enrolls: its token would be refused at
+    enrollment ("api_key identities do not hold certificates"), so none is minted."""
+    from nhi_nac.bootstrap_tokens import create_bootstrap_tokens
+
+    await _setup(inventory)
+    await inventory.add_identity(NewIdentity.build("api_key", "ci-deploy", "alice@example.com"),
+                                 actor="t")
+    key = IdentityRef.parse("api_key/ci-deploy")
+    with pytest.raises(InvalidInput, match="api_key identities do not hold certificates"):
+        await create_bootstrap_token(inventory, key, actor="t")
+    with pytest.raises(InvalidInput, match="could never be used"):
+        await create_bootstrap_tokens(inventory, [REF, key], actor="t")
+    token, _ = await create_bootstrap_token(inventory, REF, actor="t")  # a workload may
+    async with inventory.db.transaction() as s:
+        ident = await consume_bootstrap_token(s, token, inventory.clock())
+    assert (ident.kind, ident.name) == ("workload", "api")

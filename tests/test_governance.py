@@ -102,16 +102,46 @@ async def test_sprawl_expired_and_unused(inv: Inventory, gov: Governance, clock:
         await inv.add_credential(ref, type_="certificate", fingerprint=f"{i:02x}" * 32,
                                  expires_at=T0 + dt.timedelta(days=1 + i), actor="t")
     opened = (await gov.scan()).opened
-    assert "sprawl workload/api" in opened
+    assert "sprawl workload/api" in opened  # three valid certificates at once
+    # The first two expired; the newest, which superseded them, is valid: they are
+    # history, not an expired credential, and one valid certificate is no sprawl.
     clock.now = T0 + dt.timedelta(days=2, hours=1)
+    result = await gov.scan()
+    assert "expired_active workload/api" not in result.opened
+    assert "sprawl workload/api" in result.resolved
+    # The newest expired too, with nothing after it: that is an expired credential.
+    clock.now = T0 + dt.timedelta(days=3, hours=1)
     assert "expired_active workload/api" in (await gov.scan()).opened
     clock.now = T0 + dt.timedelta(days=31)
     assert "unused workload/api" in (await gov.scan()).opened
     # Retiring the identity removes every cause.
     await inv.set_status(ref, "retired", actor="t")
     resolved = (await gov.scan()).resolved
-    assert set(resolved) == {"sprawl workload/api", "expired_active workload/api",
-                             "unused workload/api"}
+    assert set(resolved) == {"expired_active workload/api", "unused workload/api"}
+
+
+async def test_a_workload_renewed_daily_raises_no_finding(
+        inv: Inventory, gov: Governance, clock: Clock) -> None:
+    """Renewal leaves the certificate it replaces active until its notAfter (it is
+    still valid): a workload renewed at two thirds of each 24-hour certificate for a
+    month is neither expired, stale, sprawling nor due, and its superseded certificates
+    are not listed as expiring; one that stops renewing is found once its last
+    certificate expires."""
+    await inv.add_owner("alice@example.com", "Alice", actor="t")
+    ref = IdentityRef.parse("workload/api")
+    await inv.add_identity(NewIdentity.build("workload", "api", "alice@example.com"), actor="t")
+    for day in range(30):
+        clock.now = T0 + dt.timedelta(hours=16 * day)
+        await inv.add_credential(ref, type_="certificate", fingerprint=f"{day:02x}" * 32,
+                                 expires_at=clock.now + dt.timedelta(hours=24), actor="t")
+        result = await gov.scan()
+        assert result.opened == (), (day, result.opened)
+        due = await gov.due(dt.timedelta(hours=12))
+        assert [d.fingerprint for d in due] == [], day  # the newest has 24 h left
+    due = await gov.due(dt.timedelta(days=2))
+    assert [(d.fingerprint, d.reason) for d in due] == [(f"{29:02x}" * 32, "expiry")]
+    clock.now += dt.timedelta(hours=25)  # it stopped renewing
+    assert (await gov.scan()).opened == ("expired_active workload/api",)
 
 
 async def test_unmanaged_mac_and_acknowledge(inv: Inventory, gov: Governance) -> None:

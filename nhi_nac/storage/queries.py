@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, exists, func, or_, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import aliased
 
 import pki
 from nhi_nac.domain import IdentityRef
@@ -30,6 +31,17 @@ from nhi_nac.views import CredentialView, IdentityView
 
 #: Ids per IN (...) list.
 IN_CHUNK = 500
+
+_NEWER = aliased(Credential)
+#: A certificate credential that a later active certificate of the same identity has
+#: superseded (a renewal, or a new enrollment). It stays valid, and "active", until its
+#: notAfter, but the identity has rotated: it is history to governance (not expired,
+#: stale or due) and to "expiring within". Correlated with ``Credential``.
+SUPERSEDED_CERTIFICATE = and_(
+    Credential.type == "certificate",
+    exists().where(_NEWER.identity_id == Credential.identity_id,
+                   _NEWER.type == "certificate", _NEWER.status == "active",
+                   _NEWER.id > Credential.id))
 
 #: The revoked certificates a CRL made at ``now`` lists (bind
 #: :func:`listed_revoked_params`): all but those that expired more than

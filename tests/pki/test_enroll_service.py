@@ -276,7 +276,8 @@ async def test_a_full_queue_answers_503_with_retry_after_and_stores_nothing(
 async def test_expiring_within_lists_what_is_about_to_lapse_not_what_has(lab: Lab) -> None:
     """A workload renewed daily leaves a certificate a day behind it: they read
     ``expired`` and stay out of "expiring within", which lists the valid ones that end
-    soon (CLI ``cert list --expiring-within``, API ``?expiring_within=``)."""
+    soon and that no newer certificate of the identity has superseded (CLI ``cert list
+    --expiring-within``, API ``?expiring_within=``)."""
     from nhi_nac import apitokens
 
     serials = []
@@ -301,6 +302,13 @@ async def test_expiring_within_lists_what_is_about_to_lapse_not_what_has(lab: La
                              headers={"Authorization": f"Bearer {token}"})
     assert r.status == 200
     assert [c["serial"] for c in await r.json()] == [serials[-1], body["serial"]]
+    # A new certificate supersedes the one with an hour left: the identity has rotated,
+    # so that one (still valid, still active) is no longer "expiring".
+    code, newest = await lab.enroll(await lab.token("workload/api"), csr_for("api"))
+    assert code == 201, newest
+    assert await lab.ca.certificates(expiring_within=dt.timedelta(hours=2)) == []
+    week = await lab.ca.certificates(expiring_within=dt.timedelta(days=7))
+    assert [c.serial for c in week] == [newest["serial"], body["serial"]]  # soonest first
 
 
 async def test_one_bad_request_does_not_fail_the_others(lab: Lab) -> None:
