@@ -677,7 +677,7 @@ class CaService:
                     Identity.kind == identity.kind.value, Identity.name == identity.name))
                 if row is None:
                     raise NotFound(f"no identity {identity}")
-                q = q.where(Credential.identity_id == row.id)
+                q = q.where(Credential.identity_id == row.id, queries.unexpired(now))
             else:
                 raise InvalidInput("give a serial or an identity")
             creds = (await s.scalars(q)).all()

@@ -620,14 +620,14 @@ async def quarantine_identity(s: AsyncSession, row: Identity, reason: str, *, ac
 async def revoke_identity_certificates(s: AsyncSession, row: Identity, reason: str, *,
                                        actor: str, now: dt.datetime,
                                        cascade: bool = True) -> list[str]:
-    """Revoke the active certificates of ``row`` (and, by default, of every descendant)
+    """Revoke the valid certificates of ``row`` (and, by default, of every descendant)
     in the caller's transaction; returns the serials. Each revocation is audited and
     raises ``certificate.revoked``, which re-signs the CRL and disconnects sessions."""
     rows = [row, *(await descendants(s, row.id) if cascade else [])]
     refs = {r.id: f"{r.kind}/{r.name}" for r in rows}
     creds = (await s.scalars(select(Credential).where(
         Credential.identity_id.in_(list(refs)), Credential.type == "certificate",
-        Credential.status == "active").order_by(Credential.id))).all()
+        Credential.status == "active", queries.unexpired(now)).order_by(Credential.id))).all()
     root = refs[row.id]
     serials = []
     for cred in creds:

@@ -17,11 +17,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nhi_nac import audit
 from nhi_nac.errors import InvalidInput
+from nhi_nac.storage import queries
 from nhi_nac.storage.models import (
     Admission,
     Credential,
@@ -118,8 +119,12 @@ async def gather_evidence(s: AsyncSession, now: dt.datetime,
         "by_kind_status": [{"kind": k, "status": st, "count": n} for k, st, n in by_kind_status],
     }
     ages = {label: 0 for label, _ in AGE_BUCKETS}
+    # Live credentials: a certificate a renewal superseded and that has since expired is
+    # history (a workload renewed daily leaves one a day), not an active credential.
+    history = and_(queries.SUPERSEDED_CERTIFICATE, Credential.expires_at.is_not(None),
+                   Credential.expires_at <= now)
     creds = (await s.execute(select(Credential.created_at, Credential.last_rotated_at)
-                             .where(Credential.status == "active"))).all()
+                             .where(Credential.status == "active", ~history))).all()
     for created, rotated in creds:
         days = (now - (rotated or created)).days
         for label, limit in AGE_BUCKETS:
@@ -127,7 +132,8 @@ async def gather_evidence(s: AsyncSession, now: dt.datetime,
                 ages[label] += 1
                 break
     expired_active = int(await s.scalar(select(func.count()).select_from(Credential).where(
-        Credential.status == "active", Credential.expires_at < now)) or 0)
+        Credential.status == "active", Credential.expires_at < now,
+        ~queries.SUPERSEDED_CERTIFICATE)) or 0)
     credentials = {"active": len(creds), "age_histogram": ages,
                    "active_past_expiry": expired_active}
     open_by_type = dict(await _grouped(s, Finding.type, where=Finding.state != "resolved"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import os
@@ -36,6 +37,14 @@ async def _seed(inv: Inventory) -> None:
                              fingerprint="aa" * 32, actor="t")
     await inv.add_credential(IdentityRef.parse("device/d1"), type_="certificate",
                              fingerprint="bb" * 32, actor="t")
+    # device/d0 renewed: the certificate it replaced has expired (history), the new one
+    # is valid; device/d2's only certificate has expired (active past expiry).
+    now = inv.clock()
+    for ref, fp, expires in (("device/d0", "c0", now - dt.timedelta(hours=1)),
+                             ("device/d0", "c1", now + dt.timedelta(days=60)),
+                             ("device/d2", "d2", now - dt.timedelta(hours=1))):
+        await inv.add_credential(IdentityRef.parse(ref), type_="certificate",
+                                 fingerprint=fp * 32, expires_at=expires, actor="t")
     await inv.set_status(IdentityRef.parse("device/d1"), "retired", actor="t")
     await inv.offboard_owner("bob@example.com", actor="t")
     now = inv.clock()
@@ -65,8 +74,13 @@ async def test_numbers_equal_the_database(inventory: Inventory, framework: str) 
                            "WHERE i.status != 'retired'")
     assert (ev.inventory["identities_live"], ev.inventory["with_active_owner"],
             ev.inventory["with_scope"]) == (live, owned, scoped) == (5, 4, 1)
+    superseded = ("type = 'certificate' AND EXISTS (SELECT 1 FROM credentials n WHERE "
+                  "n.identity_id = credentials.identity_id AND n.type = 'certificate' AND "
+                  "n.status = 'active' AND n.id > credentials.id)")
     assert ev.credentials["active"] == await _scalar(
-        inventory, "SELECT count(*) FROM credentials WHERE status = 'active'")
+        inventory, "SELECT count(*) FROM credentials WHERE status = 'active' AND NOT "
+        f"({superseded} AND expires_at <= CURRENT_TIMESTAMP)") == 3
+    assert ev.credentials["active_past_expiry"] == 1  # device/d2's, not d0's replaced one
     assert ev.revocations["total"] == await _scalar(
         inventory, "SELECT count(*) FROM credentials WHERE status = 'revoked'") == 1
     assert ev.findings["open_total"] == await _scalar(

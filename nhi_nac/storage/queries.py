@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, exists, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
@@ -31,6 +31,13 @@ from nhi_nac.views import CredentialView, IdentityView
 
 #: Ids per IN (...) list.
 IN_CHUNK = 500
+
+def unexpired(now: dt.datetime) -> ColumnElement[bool]:
+    """Credentials not past their expiry at ``now`` (or with none). What revoking an
+    identity revokes: an expired certificate admits nobody and leaves the CRL soon
+    after (``pki.KEEP_AFTER_EXPIRY``), and a workload renewed daily has one a day."""
+    return or_(Credential.expires_at.is_(None), Credential.expires_at > now)
+
 
 _NEWER = aliased(Credential)
 #: A certificate credential that a later active certificate of the same identity has

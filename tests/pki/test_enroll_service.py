@@ -309,6 +309,15 @@ async def test_expiring_within_lists_what_is_about_to_lapse_not_what_has(lab: La
     assert await lab.ca.certificates(expiring_within=dt.timedelta(hours=2)) == []
     week = await lab.ca.certificates(expiring_within=dt.timedelta(days=7))
     assert [c.serial for c in week] == [newest["serial"], body["serial"]]  # soonest first
+    # Revoking the identity revokes what could still be used: the two valid ones, not
+    # the two expired (they admit nobody, and would only fill the CRL).
+    revoked = await lab.ca.revoke(identity=IdentityRef.parse("workload/api"),
+                                  reason="keyCompromise", actor="t")
+    assert sorted(revoked) == sorted([serials[2], newest["serial"]])
+    listed = {c.serial: c.status for c in await lab.ca.certificates(
+        IdentityRef.parse("workload/api"))}
+    assert [listed[s] for s in (*serials, newest["serial"])] == [
+        "expired", "expired", "revoked", "revoked"]
 
 
 async def test_one_bad_request_does_not_fail_the_others(lab: Lab) -> None:
