@@ -93,7 +93,7 @@ class CaMetrics(Collector):
         waiting = GaugeMetricFamily(
             "nhi_ca_enrollments_waiting",
             f"Enrollments queued for the database (503 past {MAX_ENROLL_QUEUE})")
-        waiting.add_metric([], float(len(self.ca._enroll_queue)))
+        waiting.add_metric([], float(self.ca.enrollments_waiting))
         yield waiting
 
 

@@ -102,8 +102,6 @@ from pki.enroll import fsync_directory
 log = structlog.get_logger("nhi_nac.ca")
 
 CA_DIR = "ca"
-#: Which certificate profile each identity kind enrolls with.
-PROFILE_FOR_KIND = CERTIFICATE_PROFILE_FOR_KIND
 #: Scope labels ``dns`` or ``dns.<n>`` list the DNS names an identity may hold.
 DNS_SCOPE_KEY = "dns"
 SERVICE_KIND = "service"
@@ -220,6 +218,11 @@ class CaService:
         #: read from the database after they were made).
         self._crl_asked = 0
         self._crl_covered = 0
+
+    @property
+    def enrollments_waiting(self) -> int:
+        """Enrollments queued for the database (``MAX_ENROLL_QUEUE`` at most)."""
+        return len(self._enroll_queue)
 
     # -- material ------------------------------------------------------------------
 
@@ -592,7 +595,7 @@ class CaService:
         row, the identity's rotation time, the audit record and the event."""
         issuer = self._issuer()
         ref = f"{kind}/{name}"
-        profile = PROFILE_FOR_KIND.get(kind)
+        profile = CERTIFICATE_PROFILE_FOR_KIND.get(kind)
         if profile is None:
             raise InvalidInput(f"{kind} identities do not hold certificates")
         if len(csr_pem) > MAX_CSR_BYTES:
@@ -1134,7 +1137,7 @@ def _admit(p: _PendingEnrollment, row: Any, now: dt.datetime) -> _Candidate:
         raise Forbidden("bootstrap token expired")
     ref = f"{row.kind}/{row.name}"
     check_active(ref, row.status, row.owner_status, row.owner)
-    profile = PROFILE_FOR_KIND.get(row.kind)
+    profile = CERTIFICATE_PROFILE_FOR_KIND.get(row.kind)
     if profile is None:
         raise InvalidInput(f"{row.kind} identities do not hold certificates")
     if len(p.csr_pem) > MAX_CSR_BYTES:

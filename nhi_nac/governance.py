@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -154,15 +154,13 @@ async def detect(s: AsyncSession, policy: GovernanceConfig, now: dt.datetime) ->
     # A certificate that a renewal superseded is history once it expires (not read at
     # all: a workload renewed daily leaves one a day) and is never stale or expired;
     # while still valid it counts as a live credential for sprawl.
-    superseded = queries.SUPERSEDED_CERTIFICATE
     creds = (await s.execute(
         select(Identity.id, Identity.kind, Identity.name, Credential.fingerprint,
                Credential.serial, Credential.created_at, Credential.last_rotated_at,
-               Credential.expires_at, superseded.label("superseded"))
+               Credential.expires_at, queries.SUPERSEDED_CERTIFICATE.label("superseded"))
         .join(Identity, Identity.id == Credential.identity_id)
         .where(Credential.status == "active", Identity.status == "active",
-               ~and_(superseded, Credential.expires_at.is_not(None),
-                     Credential.expires_at <= now))
+               ~queries.certificate_history(now))
         .order_by(Identity.id, Credential.id))).all()
     expired: dict[int, list[str]] = {}
     stale: dict[int, list[dict[str, Any]]] = {}

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nhi_nac import audit
@@ -121,10 +121,9 @@ async def gather_evidence(s: AsyncSession, now: dt.datetime,
     ages = {label: 0 for label, _ in AGE_BUCKETS}
     # Live credentials: a certificate a renewal superseded and that has since expired is
     # history (a workload renewed daily leaves one a day), not an active credential.
-    history = and_(queries.SUPERSEDED_CERTIFICATE, Credential.expires_at.is_not(None),
-                   Credential.expires_at <= now)
     creds = (await s.execute(select(Credential.created_at, Credential.last_rotated_at)
-                             .where(Credential.status == "active", ~history))).all()
+                             .where(Credential.status == "active",
+                                    ~queries.certificate_history(now)))).all()
     for created, rotated in creds:
         days = (now - (rotated or created)).days
         for label, limit in AGE_BUCKETS:

@@ -50,6 +50,12 @@ SUPERSEDED_CERTIFICATE = and_(
                    _NEWER.type == "certificate", _NEWER.status == "active",
                    _NEWER.id > Credential.id))
 
+
+def certificate_history(now: dt.datetime) -> ColumnElement[bool]:
+    """A superseded certificate that has also expired by ``now``: history, not a live
+    credential (governance does not read it; reports do not count it)."""
+    return and_(SUPERSEDED_CERTIFICATE, ~unexpired(now))
+
 #: The revoked certificates a CRL made at ``now`` lists (bind
 #: :func:`listed_revoked_params`): all but those that expired more than
 #: ``pki.KEEP_AFTER_EXPIRY`` before it. The CRL and RADIUS's revoked set hold these.
