@@ -83,8 +83,7 @@ from nhi_nac.errors import (
     NotFound,
     Unavailable,
 )
-from nhi_nac.inventory import Inventory
-from nhi_nac.outbox import add_event
+from nhi_nac.inventory import Inventory, revoke_credential
 from nhi_nac.radius_service import TLS_DIR
 from nhi_nac.storage import queries, sqlite_raw
 from nhi_nac.storage.batched import BatchedLookup
@@ -664,48 +663,45 @@ class CaService:
 
     async def revoke(self, *, serial: str | None = None, identity: IdentityRef | None = None,
                      reason: str = "unspecified", actor: str) -> list[str]:
+        """Revoke one certificate by serial, or the valid certificates of an identity and
+        its descendants (``Inventory.revoke_certificates``); re-sign the CRL. A
+        certificate already revoked takes the new reason only where
+        ``pki.reason_may_change`` allows (keyCompromise, or a hold made permanent), and
+        keeps its revocation date; by serial, anything else is refused as already revoked."""
+        if identity is not None and serial is None:
+            revoked = await self.inventory.revoke_certificates(identity, reason, actor=actor)
+            self._ocsp_cache.clear()
+            await self.publish_crl()
+            return revoked
+        if serial is None or identity is not None:
+            raise InvalidInput("give a serial or an identity")
         try:
             flag = pki.parse_reason(reason)
         except pki.PkiError as exc:
             raise InvalidInput(str(exc)) from None
         now = self.inventory.clock()
         async with self.inventory.db.transaction() as s:
-            q = select(Credential).where(Credential.type == "certificate",
-                                         Credential.status == "active")
-            if serial is not None:
-                q = select(Credential).where(Credential.type == "certificate",
-                                             Credential.serial == _norm_serial(serial))
-            elif identity is not None:
-                row = await s.scalar(select(Identity).where(
-                    Identity.kind == identity.kind.value, Identity.name == identity.name))
-                if row is None:
-                    raise NotFound(f"no identity {identity}")
-                q = q.where(Credential.identity_id == row.id, queries.unexpired(now))
-            else:
-                raise InvalidInput("give a serial or an identity")
-            creds = (await s.scalars(q)).all()
-            owners = {i: f"{k}/{n}" for i, k, n in (await s.execute(
-                select(Identity.id, Identity.kind, Identity.name).where(
-                    Identity.id.in_({c.identity_id for c in creds})))).all()} if creds else {}
-            if serial is not None and not creds:
+            cred = await s.scalar(select(Credential).where(
+                Credential.type == "certificate", Credential.serial == _norm_serial(serial)))
+            if cred is None:
                 raise NotFound(f"no certificate with serial {serial}")
-            revoked = []
-            for cred in creds:
-                if cred.status == "revoked":
-                    raise Conflict(f"certificate {cred.serial} is already revoked")
-                cred.status, cred.revoked_at, cred.revocation_reason = "revoked", now, flag.value
-                revoked.append(cred.serial or "")
-                await audit.append(s, actor=actor, action="certificate.revoke",
-                                   target=f"certificate/{cred.serial}", before={"status": "active"},
-                                   after={"status": "revoked", "reason": flag.value}, now=now)
-                add_event(s, "certificate.revoked", {"serial": cred.serial,
-                                                     "identity": owners.get(cred.identity_id),
-                                                     "reason": flag.value}, now)
-        for sn in revoked:
-            self._remember_revoked(int(sn, 16), now, flag)
+            old = cred.revocation_reason or "unspecified"
+            if cred.status == "revoked" and not pki.reason_may_change(old, flag):
+                raise Conflict(
+                    f"certificate {cred.serial} is already revoked ({old}); a revoked "
+                    "certificate may only be raised to keyCompromise, or a certificateHold "
+                    "made permanent")
+            if cred.status not in ("active", "revoked"):
+                raise Conflict(f"certificate {cred.serial} is {cred.status}, not active")
+            owner = (await s.execute(select(Identity.kind, Identity.name).where(
+                Identity.id == cred.identity_id))).one_or_none()
+            await revoke_credential(s, cred, flag, identity=f"{owner[0]}/{owner[1]}"
+                                    if owner else None, actor=actor, now=now)
+            at = cred.revoked_at or now
+        self._remember_revoked(int(cred.serial or "0", 16), at, flag)
         self._ocsp_cache.clear()
         await self.publish_crl()
-        return revoked
+        return [cred.serial or ""]
 
     async def publish_crl(self) -> pki.SignedCrl:
         """Re-sign the CRL with every revoked certificate; the number always increases.
@@ -1474,14 +1470,16 @@ def _next_crl_number(conn: Connection) -> int:
 def _revocation_index(rows: Iterable[Any], now: dt.datetime, known: Mapping[int, bytes]
                       ) -> dict[int, bytes]:
     """Revoked rows (serial hex, revoked_at, reason) by serial number, each as its CRL
-    entry: taken from ``known`` when there (a revocation never changes), else encoded."""
+    entry: taken from ``known`` when there with the same reason (a revocation's date
+    never changes; its reason may, ``pki.reason_may_change``), else encoded."""
     index = {}
     for sn, at, reason in rows:
         if not sn:
             continue
         serial = int(sn, 16)
         entry = known.get(serial)
-        index[serial] = entry if entry is not None else pki.encode_entry(
+        index[serial] = entry if entry is not None and pki.entry_has_reason(entry, reason) \
+            else pki.encode_entry(
             serial, at or now, ReasonFlags(reason or "unspecified"))
     return index
 

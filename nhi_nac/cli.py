@@ -431,13 +431,9 @@ async def cmd_cert_show(a: argparse.Namespace, s: Services) -> int:
 async def cmd_cert_revoke(a: argparse.Namespace, s: Services) -> int:
     if bool(a.serial) == bool(a.identity):
         raise NhiError("give a SERIAL or --identity KIND/NAME")
-    if a.identity:
-        # An identity's certificates and every descendant's, in one transaction.
-        revoked = await s.inventory.revoke_certificates(IdentityRef.parse(a.identity),
-                                                        a.reason, actor=_actor())
-        await s.ca.publish_crl()
-    else:
-        revoked = await s.ca.revoke(serial=a.serial, reason=a.reason, actor=_actor())
+    # By identity: its certificates and every descendant's, in one transaction.
+    revoked = await s.ca.revoke(serial=a.serial or None, identity=IdentityRef.parse(a.identity)
+                                if a.identity else None, reason=a.reason, actor=_actor())
     _emit(a, {"revoked": revoked}, lambda: f"revoked {len(revoked)} certificate(s); "
           "CRL re-signed")
     return 0
@@ -727,7 +723,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = cert.add_parser("revoke", parents=[common])
     c.add_argument("serial", nargs="?")
     c.add_argument("--identity", metavar="KIND/NAME")
-    c.add_argument("--reason", default="unspecified", help="RFC 5280 reason, e.g. keyCompromise")
+    c.add_argument("--reason", default="unspecified",
+                   help="RFC 5280 reason, e.g. keyCompromise; a revoked certificate can be "
+                        "raised to keyCompromise, and a certificateHold made permanent")
     c.set_defaults(fn=cmd_cert_revoke)
     e = sub.add_parser("enroll", parents=[common], help="enroll this host (workload side)")
     e.add_argument("--server", required=True, help="base URL of the nhi-nac API")

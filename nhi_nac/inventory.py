@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.x509 import ReasonFlags
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -622,23 +623,45 @@ async def revoke_identity_certificates(s: AsyncSession, row: Identity, reason: s
                                        cascade: bool = True) -> list[str]:
     """Revoke the valid certificates of ``row`` (and, by default, of every descendant)
     in the caller's transaction; returns the serials. Each revocation is audited and
-    raises ``certificate.revoked``, which re-signs the CRL and disconnects sessions."""
+    raises ``certificate.revoked``, which re-signs the CRL and disconnects sessions.
+    ``reason`` is an RFC 5280 name; a valid certificate already revoked takes it where
+    ``pki.reason_may_change`` allows (keyCompromise over another reason, a hold made
+    permanent) and is left as it is otherwise."""
     rows = [row, *(await descendants(s, row.id) if cascade else [])]
     refs = {r.id: f"{r.kind}/{r.name}" for r in rows}
+    flag = ReasonFlags(reason)
     creds = (await s.scalars(select(Credential).where(
         Credential.identity_id.in_(list(refs)), Credential.type == "certificate",
-        Credential.status == "active", queries.unexpired(now)).order_by(Credential.id))).all()
+        Credential.status.in_(("active", "revoked")), queries.unexpired(now)).order_by(
+        Credential.id))).all()
     root = refs[row.id]
     serials = []
     for cred in creds:
-        cred.status, cred.revoked_at, cred.revocation_reason = "revoked", now, reason
-        serials.append(cred.serial or "")
+        if cred.status == "revoked" and not pki.reason_may_change(cred.revocation_reason, flag):
+            continue
         owner_ref = refs[cred.identity_id]
-        cause = None if owner_ref == root else root
-        await audit.append(s, actor=actor, action="certificate.revoke",
-                           target=f"certificate/{cred.serial}", before={"status": "active"},
-                           after={"status": "revoked", "reason": reason,
-                                  "cascade_from": cause}, now=now)
-        add_event(s, "certificate.revoked", {"serial": cred.serial, "identity": owner_ref,
-                                             "reason": reason, "cascade_from": cause}, now)
+        await revoke_credential(s, cred, flag, identity=owner_ref, actor=actor, now=now,
+                                cause=None if owner_ref == root else root)
+        serials.append(cred.serial or "")
     return serials
+
+
+async def revoke_credential(s: AsyncSession, cred: Credential, reason: ReasonFlags, *,
+                            identity: str | None, actor: str, now: dt.datetime,
+                            cause: str | None = None) -> None:
+    """Revoke one certificate in the caller's transaction, audited, with a
+    ``certificate.revoked`` event. One already revoked (the caller has checked
+    ``pki.reason_may_change``) keeps its revocation date and takes the new reason; its
+    audit record and event carry the reason it replaces."""
+    before: dict[str, Any] = {"status": cred.status}
+    payload: dict[str, Any] = {"serial": cred.serial, "identity": identity,
+                               "reason": reason.value, "cascade_from": cause}
+    if cred.status == "revoked":
+        before["reason"] = payload["previous_reason"] = cred.revocation_reason or "unspecified"
+    else:
+        cred.status, cred.revoked_at = "revoked", now
+    cred.revocation_reason = reason.value
+    after = {"status": "revoked", "reason": reason.value, "cascade_from": cause}
+    await audit.append(s, actor=actor, action="certificate.revoke",
+                       target=f"certificate/{cred.serial}", before=before, after=after, now=now)
+    add_event(s, "certificate.revoked", payload, now)

@@ -37,7 +37,9 @@ from pki.crl import (
     build_crl,
     decode_entry,
     encode_entry,
+    entry_has_reason,
     parse_reason,
+    reason_may_change,
 )
 from pki.csr import CheckedCsr, KeyBindings, ParsedCsr, check_csr, load_csr, parse_csr
 from pki.enroll import (
@@ -142,6 +144,7 @@ __all__ = [
     "build_crl",
     "decode_entry",
     "encode_entry",
+    "entry_has_reason",
     "build_csr",
     "build_renewal_proof",
     "certificates_pem",
@@ -160,6 +163,7 @@ __all__ = [
     "new_enrollment",
     "new_serial",
     "parse_reason",
+    "reason_may_change",
     "private_key_pem",
     "public_key_fingerprint",
     "read_credentials",

@@ -82,6 +82,12 @@ _ENTRY_EXTENSIONS: Mapping[x509.ReasonFlags, bytes] = MappingProxyType({
     for flag in REASONS.values()
 })
 
+#: The last octet of an entry with each reason (:func:`entry_has_reason`).
+_LAST_OCTET: Mapping[str, int] = MappingProxyType({
+    flag.value: _ENTRY_EXTENSIONS[flag][-1] if _ENTRY_EXTENSIONS[flag] else ord("Z")
+    for flag in REASONS.values()
+})
+
 
 def parse_reason(text: str) -> x509.ReasonFlags:
     """An RFC 5280 reason by name: ``keyCompromise``, ``key-compromise`` or ``key_compromise``."""
@@ -91,6 +97,32 @@ def parse_reason(text: str) -> x509.ReasonFlags:
             f"unknown revocation reason {text!r} (RFC 5280 §5.3.1: {', '.join(REASONS)})"
         )
     return flag
+
+
+def reason_may_change(old: str | None, new: x509.ReasonFlags) -> bool:
+    """Whether a certificate already revoked for ``old`` (a reason's RFC 5280 name; None
+    is ``unspecified``) may be revoked again for ``new``, keeping its revocation date.
+
+    Two changes are allowed, no others: a hold made permanent (``certificateHold`` is the
+    one reversible reason, RFC 5280 §5.3.1; any other reason may follow it), and any
+    reason raised to ``keyCompromise`` once the key is known to be compromised (the CA/B
+    Forum Baseline Requirements §7.2.2 ask a CA to update the entry to keyCompromise
+    then, so relying parties that treat it specially, e.g. by distrusting signatures made
+    before the revocation, learn it). Neither ever lowers a keyCompromise.
+    """
+    old = old or x509.ReasonFlags.unspecified.value
+    if old == new.value or old == x509.ReasonFlags.key_compromise.value:
+        return False
+    return old == x509.ReasonFlags.certificate_hold.value or new is x509.ReasonFlags.key_compromise
+
+
+def entry_has_reason(entry: bytes, reason: str | None) -> bool:
+    """Whether an entry :func:`encode_entry` wrote carries ``reason`` (its RFC 5280 name;
+    None or ``unspecified`` for no reasonCode), without decoding it: such an entry ends
+    with its reasonCode's ENUMERATED octet when it has one, and with its revocation
+    date's closing ``Z`` when not. About 0.1 µs, for checking a kept index of 100,000
+    entries against the rows they were made from."""
+    return entry[-1] == _LAST_OCTET.get(reason or "unspecified", -1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,6 +109,55 @@ def test_enroll_verify_renew_revoke(service: Service, tmp_path: Path) -> None:
     assert p.returncode == 1 and "revoked" in p.stderr
 
 
+def test_a_revocation_raised_to_key_compromise_reaches_ocsp_and_the_crl(
+        service: Service, tmp_path: Path) -> None:
+    # Revoked as superseded from the CLI (another process), then found compromised: the
+    # running service's OCSP and the published CRL say keyCompromise, revoked when it was.
+    token = service.cli("token", "create", "workload/billing", "--ttl", "10m").strip()
+    out = tmp_path / "creds"
+    assert enroll(service, token, out).returncode == 0
+    serial = openssl("x509", "-in", str(out / "cert.pem"), "-noout", "-serial").stdout \
+        .strip().split("=")[1].lower()
+    chain = (out / "chain.pem").read_text()
+    issuer = tmp_path / "issuer.pem"
+    issuer.write_text(chain.split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
+
+    def ocsp() -> str:
+        return openssl("ocsp", "-issuer", str(issuer), "-cert", str(out / "cert.pem"),
+                       "-url", f"http://127.0.0.1:{service.api}/pki/v1/ocsp",
+                       "-CAfile", str(out / "ca.pem"),
+                       "-VAfile", str(service.data / "ca" / "ocsp.pem")).stdout
+
+    def ocsp_until(reason: str) -> str:
+        deadline = time.monotonic() + 15  # the service looks for changes every 2 s
+        while True:
+            said = ocsp()
+            if f"Reason: {reason}" in said or time.monotonic() > deadline:
+                return said
+
+    def crl_text() -> str:
+        (tmp_path / "crl.pem").write_bytes(fetch(service, "/pki/v1/crl.pem"))
+        return openssl("crl", "-in", str(tmp_path / "crl.pem"), "-noout", "-text").stdout
+
+    service.cli("cert", "revoke", serial, "--reason", "superseded")
+    said = ocsp_until("superseded")
+    assert "revoked" in said and "Reason: superseded" in said, said
+    when = said.split("Revocation Time: ")[1].splitlines()[0]
+    assert "Superseded" in crl_text()
+    time.sleep(1.1)  # a later second, so a new revocation date would show
+    refused = subprocess.run([*NHI, "cert", "revoke", serial, "--reason", "cessationOfOperation"],
+                             env=service.env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "already revoked (superseded)" in refused.stderr
+    service.cli("cert", "revoke", serial, "--reason", "keyCompromise")
+    said = ocsp_until("keyCompromise")
+    assert "Reason: keyCompromise" in said and f"Revocation Time: {when}" in said, said
+    text = crl_text()
+    assert "Key Compromise" in text and "Superseded" not in text, text
+    refused = subprocess.run([*NHI, "cert", "revoke", serial, "--reason", "keyCompromise"],
+                             env=service.env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "already revoked (keyCompromise)" in refused.stderr
+
+
 def test_refusals_store_nothing(service: Service, tmp_path: Path) -> None:
     # Profile maximum: a workload certificate is at most 7 days; refused, not trimmed.
     token = service.cli("token", "create", "workload/billing").strip()

@@ -352,9 +352,9 @@ async def revoke_certificate(request: web.Request) -> web.Response:
 
 async def revoke_identity_certificates(request: web.Request) -> web.Response:
     d = await _body(request) if request.can_read_body else {}
-    revoked = await request.app[INVENTORY].revoke_certificates(
-        _ref(request), _str(d, "reason") or "unspecified", actor=_actor(request))
-    await _ca(request).publish_crl()
+    revoked = await _ca(request).revoke(identity=_ref(request),
+                                        reason=_str(d, "reason") or "unspecified",
+                                        actor=_actor(request))
     return _json({"revoked": revoked})
 
 

@@ -22,7 +22,9 @@ from pki import (
     decode_entry,
     der,
     encode_entry,
+    entry_has_reason,
     parse_reason,
+    reason_may_change,
 )
 from pki import crl as crl_module
 from tests.pki.conftest import NOW, TRUST_DOMAIN
@@ -206,3 +208,31 @@ def test_entries_beyond_policy_are_refused() -> None:
         encode_entry(2**159, NOW)
     with pytest.raises(PolicyViolation, match="not allowed in a CRL entry"):
         encode_entry(5, NOW, x509.ReasonFlags.remove_from_crl)
+
+
+@pytest.mark.parametrize("when", [NOW, datetime(1950, 1, 1, tzinfo=UTC),
+                                  datetime(2050, 1, 1, tzinfo=UTC)])
+@pytest.mark.parametrize("serial", [1, 0x7F, 0x80, 2**64 + 0x5A, 2**159 - 1])
+def test_an_entry_is_known_to_carry_exactly_its_own_reason(serial: int, when: datetime) -> None:
+    # What the service checks its kept entries by, without decoding them: each entry
+    # matches its own reason and no other (serials and dates ending in "Z" octets too).
+    for reason in REASONS.values():
+        entry = encode_entry(serial, when, reason)
+        matches = {r.value for r in REASONS.values() if entry_has_reason(entry, r.value)}
+        assert matches == {reason.value}
+        assert entry_has_reason(entry, None) is (reason is x509.ReasonFlags.unspecified)
+    assert not entry_has_reason(encode_entry(serial, when), "removeFromCRL")
+
+
+def test_which_reasons_may_replace_a_revocation() -> None:
+    flags = list(REASONS.values())
+    allowed = {(old.value, new.value) for old in flags for new in flags
+               if reason_may_change(old.value, new)}
+    hold, kc = x509.ReasonFlags.certificate_hold.value, x509.ReasonFlags.key_compromise.value
+    # A hold may be made permanent with any reason; any reason but keyCompromise may be
+    # raised to keyCompromise; nothing else, and keyCompromise never changes.
+    expected = {(hold, f.value) for f in flags if f.value != hold} | {
+        (f.value, kc) for f in flags if f.value != kc}
+    assert allowed == expected
+    assert reason_may_change(None, x509.ReasonFlags.key_compromise)
+    assert not reason_may_change(None, x509.ReasonFlags.superseded)

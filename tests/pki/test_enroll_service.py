@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from nhi_nac.bootstrap_tokens import create_bootstrap_token, create_bootstrap_to
 from nhi_nac.ca_service import CaService
 from nhi_nac.config import Config
 from nhi_nac.domain import IdentityRef
-from nhi_nac.errors import InvalidInput
+from nhi_nac.errors import Conflict, InvalidInput
 from nhi_nac.inventory import Inventory, NewIdentity
 from nhi_nac.storage.db import Database
 from nhi_nac.storage.models import AuditRecord, Credential, EnrollmentToken, OutboxEvent
@@ -713,3 +714,109 @@ async def test_a_key_bound_elsewhere_between_check_and_write_is_caught_in_the_wr
     monkeypatch.setattr(ca_service, "_read_batch", real)
     code, body = await lab.enroll(token, csr_for("api"))  # the token is still good
     assert code == 201, body
+
+
+# -- a revocation's reason: raised to keyCompromise, a hold made permanent ------------------
+
+
+def _crl_entry(ca: CaService, serial: str) -> x509.RevokedCertificate:
+    assert ca.crl is not None
+    entry = x509.load_der_x509_crl(ca.crl.der).get_revoked_certificate_by_serial_number(
+        int(serial, 16))
+    assert entry is not None
+    return entry
+
+
+def _crl_reason(entry: x509.RevokedCertificate) -> x509.ReasonFlags:
+    try:
+        return entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    except x509.ExtensionNotFound:
+        return x509.ReasonFlags.unspecified
+
+
+async def test_a_revocation_is_raised_to_key_compromise_and_a_hold_made_permanent(
+        lab: Lab, database: Database, tmp_path: Path) -> None:
+    issued = {}
+    for name in ("api", "billing"):
+        code, body = await lab.enroll(await lab.token(f"workload/{name}"), csr_for(name))
+        assert code == 201, body
+        issued[name] = body["serial"]
+    api, billing = issued["api"], issued["billing"]
+    # Another process on the same database, which has the first revocation in memory.
+    other = CaService(Inventory(database, lab.clock), Config(data_dir=str(tmp_path / "data")))
+    await lab.ca.revoke(serial=api, reason="superseded", actor="t")
+    revoked_at = _crl_entry(lab.ca, api).revocation_date_utc
+    assert (await other.serial_status(int(api, 16))).reason \
+        is x509.ReasonFlags.superseded
+    await other.refresh()
+    lab.clock.now += dt.timedelta(minutes=10)
+
+    # Anything but keyCompromise is refused, with the reason it has, and stores nothing.
+    before = await lab.counts()
+    for reason in ("unspecified", "superseded", "cessationOfOperation", "certificateHold"):
+        with pytest.raises(Conflict, match=r"already revoked \(superseded\).*keyCompromise"):
+            await lab.ca.revoke(serial=api, reason=reason, actor="t")
+    assert await lab.counts() == before
+
+    assert await lab.ca.revoke(serial=api, reason="key-compromise", actor="t") == [api]
+    entry = _crl_entry(lab.ca, api)
+    assert _crl_reason(entry) is x509.ReasonFlags.key_compromise
+    assert entry.revocation_date_utc == revoked_at  # when it was revoked, not now
+    status = await lab.ca.serial_status(int(api, 16))
+    assert (status.reason, status.revoked_at) == (
+        x509.ReasonFlags.key_compromise, revoked_at)
+    # One audit record and one event say what it was and what it is now.
+    async with lab.inv.db.read() as s:
+        record = (await s.scalars(select(AuditRecord).order_by(AuditRecord.seq.desc()))).first()
+        event = (await s.scalars(select(OutboxEvent).order_by(OutboxEvent.id.desc()))).first()
+    assert record is not None and event is not None
+    assert (record.action, record.target) == ("certificate.revoke", f"certificate/{api}")
+    assert json.loads(record.before) == {"status": "revoked", "reason": "superseded"}
+    assert json.loads(record.after)["reason"] == "keyCompromise"
+    assert (event.type, event.payload["previous_reason"]) == (
+        "certificate.revoked", "superseded")
+    assert [c - b for c, b in zip(await lab.counts(), before, strict=True)] == [0, 1, 1, 0]
+    # keyCompromise is final.
+    with pytest.raises(Conflict, match=r"already revoked \(keyCompromise\)"):
+        await lab.ca.revoke(serial=api, reason="keyCompromise", actor="t")
+
+    # The other process re-reads the changed revocation and lists the new reason.
+    await other.refresh()
+    assert other.crl is not None and _crl_reason(_crl_entry(other, api)) \
+        is x509.ReasonFlags.key_compromise
+    assert (await other.serial_status(int(api, 16))).reason \
+        is x509.ReasonFlags.key_compromise
+
+    # A hold is made permanent by any other reason, and then is like any revocation.
+    await lab.ca.revoke(serial=billing, reason="certificateHold", actor="t")
+    held_at = _crl_entry(lab.ca, billing).revocation_date_utc
+    await lab.ca.revoke(serial=billing, reason="cessationOfOperation", actor="t")
+    entry = _crl_entry(lab.ca, billing)
+    assert (_crl_reason(entry), entry.revocation_date_utc) == (
+        x509.ReasonFlags.cessation_of_operation, held_at)
+    with pytest.raises(Conflict, match=r"already revoked \(cessationOfOperation\)"):
+        await lab.ca.revoke(serial=billing, reason="certificateHold", actor="t")
+    await lab.ca.revoke(serial=billing, reason="keyCompromise", actor="t")
+    assert _crl_reason(_crl_entry(lab.ca, billing)) is x509.ReasonFlags.key_compromise
+
+
+async def test_revoking_an_identity_for_key_compromise_raises_its_revoked_certificates(
+        lab: Lab) -> None:
+    serials = []
+    for _ in range(3):
+        code, body = await lab.enroll(await lab.token("workload/api"), csr_for("api"))
+        assert code == 201, body
+        serials.append(body["serial"])
+    ref = IdentityRef.parse("workload/api")
+    await lab.ca.revoke(serial=serials[0], reason="superseded", actor="t")
+    await lab.ca.revoke(serial=serials[1], reason="keyCompromise", actor="t")
+    # Another reason revokes the one still active and leaves the revoked ones alone.
+    assert await lab.ca.revoke(identity=ref, reason="cessationOfOperation", actor="t") \
+        == [serials[2]]
+    assert await lab.ca.revoke(identity=ref, reason="cessationOfOperation", actor="t") == []
+    # keyCompromise raises every valid one that had another reason.
+    assert sorted(await lab.ca.revoke(identity=ref, reason="keyCompromise", actor="t")) \
+        == sorted([serials[0], serials[2]])
+    assert {s: _crl_reason(_crl_entry(lab.ca, s)) for s in serials} == dict.fromkeys(
+        serials, x509.ReasonFlags.key_compromise)
+    assert await lab.ca.revoke(identity=ref, reason="keyCompromise", actor="t") == []
