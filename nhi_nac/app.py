@@ -15,12 +15,14 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from nhi_nac.agents import AgentService
+from nhi_nac.api import shared_metrics
 from nhi_nac.api.server import make_app
 from nhi_nac.ca_metrics import CaMetrics, issuing_ca_warning
 from nhi_nac.ca_service import API_TLS_DIR, CaService
@@ -273,7 +275,11 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     services.ca.issue_service_certificates(services.inventory.clock())
     warn_if_issuing_ca_ends(services.ca)
     radius = RadiusNode(config, services.db, services.segments)
+    # With API workers, this process renders /metrics for all of them (shared_metrics).
+    shared = shared_metrics.start_sharing() if config.api.workers > 1 else None
     registry = CollectorRegistry()
+    if shared is not None:
+        shared_metrics.collect_every_process(registry, shared)
     registry.register(RadiusMetrics(radius.server, radius.directory, radius.shell))
     registry.register(CaMetrics(services.ca))
     app = make_app(services.inventory, config.api.max_body, registry=registry,
@@ -286,6 +292,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     site = web.TCPSite(runner, host, port, reuse_port=config.api.workers > 1 or None,
                        ssl_context=tls)
     workers: list[BaseProcess] = []
+    metrics_socket: web.AppRunner | None = None
     publisher = None
     if config.mqtt.url:
         publisher = MqttPublisher(config.mqtt.url, config.mqtt.site)
@@ -317,7 +324,9 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
                                 f"{config.radius.auth_port}/{config.radius.acct_port}: "
                                 f"{exc.strerror}") from None
         await site.start()
-        workers = _start_api_workers(config)
+        if shared is not None:
+            metrics_socket = await shared_metrics.serve_on_socket(registry, shared)
+        workers = _start_api_workers(config, shared)
         log.info("api.listening", address=f"{host}:{port}", processes=1 + len(workers))
         _freeze_startup_objects()
         notify("READY=1\nSTATUS=serving")
@@ -331,6 +340,10 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
                 await task
         await radius.close()
         await runner.cleanup()
+        if metrics_socket is not None:
+            await metrics_socket.cleanup()
+        if shared is not None:
+            shared_metrics.stop_sharing(shared)
         if publisher is not None:
             await publisher.close()
         await services.close()
@@ -366,10 +379,13 @@ WORKER_PARENT_CHECK_SECONDS = 1.0
 WORKER_STOP_SECONDS = 10.0
 
 
-def _start_api_workers(config: Config) -> list[BaseProcess]:
-    """Spawn ``api.workers - 1`` API processes (fresh interpreters: nothing inherited)."""
+def _start_api_workers(config: Config, metrics: Path | None) -> list[BaseProcess]:
+    """Spawn ``api.workers - 1`` API processes (fresh interpreters: nothing inherited but
+    the environment, which says where their metrics go); ``metrics``: the main
+    process's ``shared_metrics`` directory, where they forward ``/metrics``."""
     ctx = multiprocessing.get_context("spawn")
-    workers: list[BaseProcess] = [ctx.Process(target=_api_worker, args=(config, os.getpid()),
+    workers: list[BaseProcess] = [ctx.Process(target=_api_worker,
+                                              args=(config, os.getpid(), metrics),
                                           name=f"nhi-nac-api-{i}", daemon=True)
                                   for i in range(1, config.api.workers)]
     for w in workers:
@@ -387,17 +403,18 @@ def _stop_api_workers(workers: list[BaseProcess]) -> None:
             w.join()
 
 
-def _api_worker(config: Config, parent: int) -> None:
+def _api_worker(config: Config, parent: int, metrics: Path | None) -> None:
     """Entry point of one extra API process."""
     from nhi_nac.logs import configure_logging
 
     configure_logging(config.log.format, config.log.level)
     with asyncio.Runner(loop_factory=event_loop_factory(config.event_loop)) as runner:
-        runner.run(_serve_api(config, parent))
+        runner.run(_serve_api(config, parent, metrics))
 
 
-async def _serve_api(config: Config, parent: int) -> None:
-    """The HTTP API alone, until SIGTERM/SIGINT or the main process is gone."""
+async def _serve_api(config: Config, parent: int, metrics: Path | None) -> None:
+    """The HTTP API alone, until SIGTERM/SIGINT or the main process is gone; its
+    ``/metrics`` from the main process when ``metrics`` (``shared_metrics``) is given."""
     services = build(config)
     await services.db.check_schema()
     stop = asyncio.Event()
@@ -408,10 +425,11 @@ async def _serve_api(config: Config, parent: int) -> None:
     await services.segments.refresh_overlays()
     services.ca.load()
     registry = CollectorRegistry()
-    registry.register(CaMetrics(services.ca))
+    if metrics is None:
+        registry.register(CaMetrics(services.ca))
     app = make_app(services.inventory, config.api.max_body, registry=registry,
                    governance=services.governance, segment_service=services.segments,
-                   ca=services.ca, agents=services.agents)
+                   ca=services.ca, agents=services.agents, metrics_from_main=metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = config.api_host_port

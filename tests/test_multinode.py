@@ -120,6 +120,8 @@ def _two_api_processes(pg_database: str, tmp_path: Path, names: list[str]
     env = service_env(tmp_path)
     env["NHI_NAC_DATABASE_URL"] = pg_database
     env["NHI_NAC_API_WORKERS"] = "2"
+    (tmp_path / "tmp").mkdir()
+    env["TMPDIR"] = str(tmp_path / "tmp")
     svc = Service(env, tmp_path / "data")
     svc.cli("init")
     svc.cli("owner", "add", "alice@example.com", "--name", "Alice", "--team", "platform")
@@ -166,9 +168,31 @@ def test_enrollment_across_api_worker_processes(pg_database: str, tmp_path: Path
         issued, events, audited = _run(_counts(pg_database))
         assert issued == (len(names), len(names)) and events == audited == len(names)
         assert svc.cli("audit", "verify").startswith("OK:")
+        # /metrics is the node's, whichever process a scrape reaches: every process's
+        # requests counted once, and RADIUS's figures (the main process's) every time.
+        for _ in range(12):
+            scraped = _scrape(svc.api)
+            enrolls = {labels["status"]: value for name, labels, value in scraped
+                       if name == "nhi_api_requests_total"
+                       and labels["route"] == "/pki/v1/enroll"}
+            assert enrolls == {"201": len(names), "403": len(names)}, enrolls
+            assert any(name.startswith("nhi_radius_") for name, _, _ in scraped)
+            assert any(name == "nhi_ca_certificate_expiry_timestamp_seconds"
+                       for name, _, _ in scraped)
     finally:
         svc.stop()
     assert _listeners(svc.api) == 0
+    assert list((tmp_path / "tmp").iterdir()) == []  # the metrics files are gone
+
+
+def _scrape(port: int) -> list[tuple[str, dict[str, str], float]]:
+    """One scrape of /metrics over a new connection: (sample name, labels, value)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return [(sample.name, sample.labels, sample.value)
+            for family in text_string_to_metric_families(text) for sample in family.samples]
 
 
 def test_one_key_is_bound_to_one_identity_across_api_processes(

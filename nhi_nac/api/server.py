@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -26,6 +27,7 @@ from nhi_nac.api.routes import (
     Handler,
     Route,
 )
+from nhi_nac.api.shared_metrics import from_main_process, sharing_directory
 from nhi_nac.ca_service import CaService
 from nhi_nac.config import AgentsConfig, GovernanceConfig
 from nhi_nac.errors import Forbidden, NhiError, Unauthorized, Unavailable
@@ -42,7 +44,9 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/api/v1/openapi.js
 
 
 class ApiMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        """``registry`` None: kept in the files of a node's API processes, rendered by
+        the main process (``shared_metrics``)."""
         self.requests = Counter("nhi_api_requests", "API requests by route and status",
                                 ["method", "route", "status"], registry=registry)
         self.latency = Histogram("nhi_api_request_seconds", "API request latency",
@@ -67,6 +71,7 @@ class ApiMetrics:
 
 
 METRICS: web.AppKey[ApiMetrics] = web.AppKey("metrics", ApiMetrics)
+METRICS_FROM_MAIN: web.AppKey[Path] = web.AppKey("metrics_from_main", Path)
 
 
 @web.middleware
@@ -133,6 +138,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    directory = request.app.get(METRICS_FROM_MAIN)
+    if directory is not None:
+        return await from_main_process(directory)
     body = generate_latest(request.app[REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -146,7 +154,10 @@ def make_app(inventory: Inventory, max_body: int = 1_048_576,
              governance: Governance | None = None,
              segment_service: SegmentService | None = None,
              ca: CaService | None = None,
-             agents: AgentService | None = None) -> web.Application:
+             agents: AgentService | None = None,
+             metrics_from_main: Path | None = None) -> web.Application:
+    """The API. ``metrics_from_main``: this is an extra API process, whose ``/metrics``
+    the main process renders for all of them (``shared_metrics``)."""
     app = web.Application(
         client_max_size=max_body,
         middlewares=[metrics_middleware, errors_middleware, console_middleware,
@@ -156,7 +167,9 @@ def make_app(inventory: Inventory, max_body: int = 1_048_576,
     app[GOVERNANCE] = governance or Governance(inventory, GovernanceConfig())
     app[SEGMENTS] = segment_service or SegmentService(inventory)
     app[REGISTRY] = registry or CollectorRegistry()
-    app[METRICS] = ApiMetrics(app[REGISTRY])
+    app[METRICS] = ApiMetrics(None if sharing_directory() else app[REGISTRY])
+    if metrics_from_main is not None:
+        app[METRICS_FROM_MAIN] = metrics_from_main
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
