@@ -26,6 +26,10 @@
 #   CRL_REPS=3 PEER=/work/shared/bench/ca  KEEP=1 keeps the work dir
 #   WORKERS=1 nhi-nac API processes (api.workers; server CPU counts them all)
 #   CFSSL=0 skips the CFSSL rounds, OCSP and CRL (quick nhi-nac-only enrollment iterations)
+#   FLOOR=1 also measures, alternately with the others, bench/ca/floor.py: the same aiohttp
+#     endpoint doing only the CA's work (CSR checks + signing, no token, governance,
+#     database, audit or log), the part of nhi-nac's cost that is the HTTP stack and the
+#     signing path alone (FLOOR=0 skips it)
 #   PG=postgresql://postgres@127.0.0.1 runs nhi-nac on a fresh PostgreSQL database created
 #     there for the run (dropped at the end) instead of SQLite; needed for WORKERS > 1.
 #     Where that server runs with autovacuum off, each nhi-nac round starts with a
@@ -38,7 +42,7 @@ REPO=$(cd "$HERE/.." && pwd)
 PEER=${PEER:-/work/shared/bench/ca}
 NHI=${NHI:-$REPO/.venv/bin/nhi-nac}
 PY=${PY:-$REPO/.venv/bin/python}
-N=${N:-2000}; C=${C:-8}; ROUNDS=${ROUNDS:-3}; WARM=${WARM:-200}; CFSSL=${CFSSL:-1}; WORKERS=${WORKERS:-1}
+N=${N:-2000}; C=${C:-8}; ROUNDS=${ROUNDS:-3}; WARM=${WARM:-200}; CFSSL=${CFSSL:-1}; WORKERS=${WORKERS:-1}; FLOOR=${FLOOR:-1}
 OCSP_N=${OCSP_N:-5000}; OCSP_C=${OCSP_C:-8}; CRL_N=${CRL_N:-100000}; CRL_REPS=${CRL_REPS:-3}
 
 for b in cfssl curl python3 openssl ss; do
@@ -48,6 +52,13 @@ done
 
 WORK=$(mktemp -d /tmp/nhi-ca-bench.XXXXXX)
 NHI_PID=
+FLOOR_PID=
+stop_floor() {
+  if [ -n "$FLOOR_PID" ] && kill -0 "$FLOOR_PID" 2>/dev/null; then
+    kill "$FLOOR_PID"; wait "$FLOOR_PID" 2>/dev/null || true
+  fi
+  FLOOR_PID=
+}
 stop_nhi() {
   if [ -n "$NHI_PID" ] && kill -0 "$NHI_PID" 2>/dev/null; then
     kill "$NHI_PID"
@@ -59,6 +70,7 @@ stop_nhi() {
 }
 PG=${PG:-}; PG_DB=nhi_ca_bench_$$
 cleanup() {
+  stop_floor
   stop_nhi
   [ -n "$PG" ] && psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" || true
   [ "${KEEP:-0}" = 1 ] && echo "work dir kept: $WORK" || rm -rf "$WORK"
@@ -121,8 +133,17 @@ for _ in $(seq 100); do [ "$(ss -Htln "sport = :$P" | wc -l)" -ge "$WORKERS" ] &
 URL=http://127.0.0.1:$P/pki/v1/enroll
 echo "nhi-nac  warm-up  $("$PY" "$HERE/ca/load.py" enroll "$WARM" "$C" "$URL" "$WORK/bodies.jsonl" --pid $NHI_PID --save-cert "$WORK/leaf.pem")"
 
+if [ "$FLOOR" = 1 ]; then
+  FP=$(free_port 1)
+  "$PY" "$HERE/ca/floor.py" "$FP" "$("$PY" -c 'from nhi_nac.config import load_config; print(load_config(None).ca.trust_domain)')" > "$WORK/floor.log" 2>&1 &
+  FLOOR_PID=$!
+  for _ in $(seq 100); do ss -Htln "sport = :$FP" | grep -q . && break; sleep 0.1; done
+  FLOOR_URL=http://127.0.0.1:$FP/pki/v1/enroll
+  echo "floor    warm-up  $("$PY" "$HERE/ca/load.py" enroll "$WARM" "$C" "$FLOOR_URL" "$WORK/bodies.jsonl" --pid $FLOOR_PID)"
+fi
+
 # ---------------------------------------------------------------- enrollment, alternating
-declare -a CF_RATE CF_CPU NH_RATE NH_CPU CF_P50 CF_P99 NH_P50 NH_P99
+declare -a CF_RATE CF_CPU NH_RATE NH_CPU CF_P50 CF_P99 NH_P50 NH_P99 FL_RATE FL_CPU
 for ((r = 1; r <= ROUNDS; r++)); do
   if [ "$CFSSL" = 1 ]; then
   # run_cfssl_peer.sh exits 143 after printing (its EXIT trap's `wait` on the killed cfssl
@@ -143,11 +164,22 @@ for ((r = 1; r <= ROUNDS; r++)); do
   echo "nhi-nac  round $r  $out"
   NH_RATE+=("$(field rate "$out")"); NH_CPU+=("$(field server_cpu_us_per_cert "$out")")
   NH_P50+=("$(field p50 "$out")"); NH_P99+=("$(field p99 "$out")")
+  if [ "$FLOOR" = 1 ]; then
+    out=$("$PY" "$HERE/ca/load.py" enroll "$N" "$C" "$FLOOR_URL" "$WORK/bodies.jsonl" --pid $FLOOR_PID --skip $((WARM + (r - 1) * N)))
+    echo "floor    round $r  $out"
+    FL_RATE+=("$(field rate "$out")"); FL_CPU+=("$(field server_cpu_us_per_cert "$out")")
+  fi
 done
+stop_floor
+floor_line() {
+  [ "$FLOOR" = 1 ] || return 0
+  echo "floor (HTTP + CSR checks + signing only, bench/ca/floor.py): median $(median "${FL_RATE[@]}")/s, server CPU $(median "${FL_CPU[@]}") µs/cert"
+}
 
 if [ "$CFSSL" != 1 ]; then
   stop_nhi
   echo "== nhi-nac only (CFSSL=0): median rate $(median "${NH_RATE[@]}")/s, server CPU $(median "${NH_CPU[@]}") µs/cert, p50 $(median "${NH_P50[@]}") ms, p99 $(median "${NH_P99[@]}") ms =="
+  floor_line
   exit 0
 fi
 # ---------------------------------------------------------------- OCSP
@@ -169,4 +201,5 @@ printf '%-8s %9s %18s %9s %9s\n' server "certs/s" "server CPU µs/cert" "p50 ms"
 printf '%-8s %9s %18s %9s %9s\n' cfssl "$cr" "$cc" "$(median "${CF_P50[@]}")" "$(median "${CF_P99[@]}")"
 printf '%-8s %9s %18s %9s %9s\n' nhi-nac "$nr" "$nc" "$(median "${NH_P50[@]}")" "$(median "${NH_P99[@]}")"
 python3 -c "print(f'ratios nhi-nac/cfssl: rate {$nr/$cr:.2f}x (target >= 1), server CPU per cert {$nc/$cc:.2f}x (target <= 1)')"
+floor_line
 echo "OCSP (nhi-nac, concurrency $OCSP_C): $(field rate "$ocsp") responses/s, $(field server_cpu_us_per_resp "$ocsp") µs server CPU per response"
