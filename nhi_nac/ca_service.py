@@ -84,6 +84,7 @@ from nhi_nac.errors import (
     Unavailable,
 )
 from nhi_nac.inventory import Inventory, revoke_credential
+from nhi_nac.outbox import add_event
 from nhi_nac.radius_service import TLS_DIR
 from nhi_nac.storage import queries, sqlite_raw
 from nhi_nac.storage.batched import BatchedLookup
@@ -126,7 +127,7 @@ OCSP_CACHE_SECONDS = 60
 #: Cached OCSP responses at most (the oldest is dropped first).
 MAX_OCSP_CACHE = 10_000
 #: Outbox event types after which the CRL is re-signed and revocations reloaded.
-REVOCATION_EVENTS = ("certificate.revoked", "identity.retired")
+REVOCATION_EVENTS = ("certificate.revoked", "certificate.released", "identity.retired")
 
 
 
@@ -702,6 +703,50 @@ class CaService:
         self._ocsp_cache.clear()
         await self.publish_crl()
         return [cred.serial or ""]
+
+    async def release(self, serial: str, *, actor: str) -> str:
+        """Take a certificate off hold (RFC 5280 §5.3.1 ``certificateHold``, the one
+        reversible reason): it is valid again, leaves the CRL (a full CRL simply no
+        longer lists it; ``removeFromCRL`` is for delta CRLs), OCSP answers good, and
+        RADIUS admits it again. Anything else revoked stays revoked; a certificate past
+        its notAfter, or of a retired identity, is not released."""
+        now = self.inventory.clock()
+        async with self.inventory.db.transaction() as s:
+            row = (await s.execute(select(Credential, Identity.kind, Identity.name,
+                                          Identity.status).join(
+                Identity, Identity.id == Credential.identity_id).where(
+                Credential.type == "certificate",
+                Credential.serial == _norm_serial(serial)))).one_or_none()
+            if row is None:
+                raise NotFound(f"no certificate with serial {serial}")
+            cred, kind, name, identity_status = row
+            reason = cred.revocation_reason or "unspecified"
+            if cred.status != "revoked" or reason != ReasonFlags.certificate_hold.value:
+                held = f"revoked ({reason})" if cred.status == "revoked" else "not revoked"
+                raise Conflict(f"certificate {cred.serial} is {held}: only a certificate "
+                               "on hold (certificateHold) can be released")
+            if cred.expires_at is not None and cred.expires_at <= now:
+                raise Conflict(f"certificate {cred.serial} expired at "
+                               f"{cred.expires_at.isoformat()}: there is nothing to release")
+            if identity_status == IdentityStatus.RETIRED.value:
+                raise Conflict(f"certificate {cred.serial} belongs to {kind}/{name}, which "
+                               "is retired")
+            held_at = cred.revoked_at
+            cred.status, cred.revoked_at, cred.revocation_reason = "active", None, None
+            await audit.append(s, actor=actor, action="certificate.release",
+                               target=f"certificate/{cred.serial}",
+                               before={"status": "revoked", "reason": reason,
+                                       "revoked_at": held_at.isoformat() if held_at else None},
+                               after={"status": "active"}, now=now)
+            add_event(s, "certificate.released", {"serial": cred.serial,
+                                                  "identity": f"{kind}/{name}"}, now)
+        number = int(cred.serial or "0", 16)
+        if self._revoked is not None:
+            self._revoked.pop(number, None)
+        self._revoked_meanwhile.pop(number, None)
+        self._ocsp_cache.clear()
+        await self.publish_crl()
+        return cred.serial or ""
 
     async def publish_crl(self) -> pki.SignedCrl:
         """Re-sign the CRL with every revoked certificate; the number always increases.

@@ -439,6 +439,12 @@ async def cmd_cert_revoke(a: argparse.Namespace, s: Services) -> int:
     return 0
 
 
+async def cmd_cert_release(a: argparse.Namespace, s: Services) -> int:
+    serial = await s.ca.release(a.serial, actor=_actor())
+    _emit(a, {"released": serial}, lambda: f"released {serial} from hold; CRL re-signed")
+    return 0
+
+
 async def cmd_agent_tree(a: argparse.Namespace, s: Services) -> int:
     ref = IdentityRef.parse(a.ref)
     family = await s.inventory.family(ref)
@@ -727,6 +733,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="RFC 5280 reason, e.g. keyCompromise; a revoked certificate can be "
                         "raised to keyCompromise, and a certificateHold made permanent")
     c.set_defaults(fn=cmd_cert_revoke)
+    c = cert.add_parser("release", parents=[common],
+                        help="take a certificate off hold (revoked as certificateHold)")
+    c.add_argument("serial")
+    c.set_defaults(fn=cmd_cert_release)
     e = sub.add_parser("enroll", parents=[common], help="enroll this host (workload side)")
     e.add_argument("--server", required=True, help="base URL of the nhi-nac API")
     e.add_argument("--token", help="bootstrap token (not with --renew)")

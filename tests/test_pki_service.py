@@ -233,6 +233,20 @@ def test_eap_tls_with_an_enrolled_device_certificate(service: Service, tmp_path:
                                 "ORDER BY id DESC LIMIT 1").fetchone()
         time.sleep(0.2)
     assert last == (131,)
+    # On hold, the device is refused; taken off hold, it is admitted again.
+    serial = json.loads(service.cli("--json", "cert", "list", "--identity",
+                                    "device/cam-7"))[0]["serial"]
+    service.cli("cert", "revoke", serial, "--reason", "certificateHold")
+    for expected in ("FAILURE", "SUCCESS"):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            out = eapol(service, creds, tmp_path)
+            if expected in out:
+                break
+            time.sleep(0.5)
+        assert expected in out, (expected, out)
+        if expected == "FAILURE":
+            assert "released" in service.cli("cert", "release", serial)
     service.cli("cert", "revoke", "--identity", "device/cam-7", "--reason", "keyCompromise")
     deadline = time.monotonic() + 10
     out = ""

@@ -350,6 +350,11 @@ async def revoke_certificate(request: web.Request) -> web.Response:
     return _json({"revoked": revoked})
 
 
+async def release_certificate(request: web.Request) -> web.Response:
+    serial = await _ca(request).release(request.match_info["serial"], actor=_actor(request))
+    return _json({"released": serial})
+
+
 async def revoke_identity_certificates(request: web.Request) -> web.Response:
     d = await _body(request) if request.can_read_body else {}
     revoked = await _ca(request).revoke(identity=_ref(request),
@@ -465,6 +470,8 @@ ROUTES: tuple[Route, ...] = (
           READ_ROLES),
     Route("POST", "/api/v1/certificates/{serial}/revoke", revoke_certificate,
           "Revoke a certificate (RFC 5280 reason)", ADMIN, {"reason": "string"}),
+    Route("POST", "/api/v1/certificates/{serial}/release", release_certificate,
+          "Take a certificate off hold (certificateHold)", ADMIN),
     Route("POST", _IDENT_PATH + "/revoke-certificates", revoke_identity_certificates,
           "Revoke every active certificate of an identity", ADMIN, {"reason": "string"}),
     Route("POST", _IDENT_PATH + "/quarantine", quarantine_identity,

@@ -211,7 +211,7 @@ def list_identities(
 #: Event types that change what the RADIUS directory holds in memory.
 #: (``certificate.issued`` is not one: the directory keeps revoked serials only.)
 INVENTORY_EVENT_PREFIXES = ("identity.", "owner.", "nas.", "credential.",
-                            "certificate.revoked")
+                            "certificate.revoked", "certificate.released")
 NEWEST_EVENT = select(func.max(OutboxEvent.id))
 
 

@@ -30,7 +30,7 @@ from nhi_nac.bootstrap_tokens import create_bootstrap_token, create_bootstrap_to
 from nhi_nac.ca_service import CaService
 from nhi_nac.config import Config
 from nhi_nac.domain import IdentityRef
-from nhi_nac.errors import Conflict, InvalidInput
+from nhi_nac.errors import Conflict, InvalidInput, NotFound
 from nhi_nac.inventory import Inventory, NewIdentity
 from nhi_nac.storage.db import Database
 from nhi_nac.storage.models import AuditRecord, Credential, EnrollmentToken, OutboxEvent
@@ -820,3 +820,62 @@ async def test_revoking_an_identity_for_key_compromise_raises_its_revoked_certif
     assert {s: _crl_reason(_crl_entry(lab.ca, s)) for s in serials} == dict.fromkeys(
         serials, x509.ReasonFlags.key_compromise)
     assert await lab.ca.revoke(identity=ref, reason="keyCompromise", actor="t") == []
+
+
+async def test_a_certificate_on_hold_is_released_and_nothing_else_is(
+        lab: Lab, database: Database, tmp_path: Path) -> None:
+    issued = {}
+    for name in ("api", "billing", "batch"):
+        code, body = await lab.enroll(await lab.token(f"workload/{name}"), csr_for(name))
+        assert code == 201, body
+        issued[name] = body["serial"]
+    api, billing, batch = issued["api"], issued["billing"], issued["batch"]
+    other = CaService(Inventory(database, lab.clock), Config(data_dir=str(tmp_path / "data")))
+    await lab.ca.revoke(serial=api, reason="certificateHold", actor="t")
+    await lab.ca.revoke(serial=billing, reason="superseded", actor="t")
+    assert (await other.serial_status(int(api, 16))).status is pki.CertStatus.REVOKED
+    await other.refresh()
+
+    # Only a hold is released: each refusal says why and stores nothing.
+    before = await lab.counts()
+    for serial, why in ((billing, r"is revoked \(superseded\): only a certificate on hold"),
+                        (batch, "is not revoked"), ("abc123", None)):
+        with pytest.raises(Conflict if why else NotFound, match=why or "no certificate"):
+            await lab.ca.release(serial, actor="t")
+    assert await lab.counts() == before
+
+    assert await lab.ca.release(api, actor="t") == api
+    assert (await lab.ca.serial_status(int(api, 16))).status is pki.CertStatus.GOOD
+    assert lab.ca.crl is not None
+    crl = x509.load_der_x509_crl(lab.ca.crl.der)
+    assert crl.get_revoked_certificate_by_serial_number(int(api, 16)) is None
+    assert crl.get_revoked_certificate_by_serial_number(int(billing, 16)) is not None
+    [view] = await lab.ca.certificates(IdentityRef.parse("workload/api"))
+    assert (view.status, view.revoked_at, view.revocation_reason) == ("active", None, None)
+    async with lab.inv.db.read() as s:
+        record = (await s.scalars(select(AuditRecord).order_by(AuditRecord.seq.desc()))).first()
+        event = (await s.scalars(select(OutboxEvent).order_by(OutboxEvent.id.desc()))).first()
+    assert record is not None and event is not None
+    assert (record.action, json.loads(record.after)) == ("certificate.release",
+                                                         {"status": "active"})
+    assert json.loads(record.before)["reason"] == "certificateHold"
+    assert (event.type, event.payload) == ("certificate.released",
+                                           {"serial": api, "identity": "workload/api"})
+    # The other process sees the release: its CRL no longer lists it, OCSP says good.
+    await other.refresh()
+    assert other.crl is not None and x509.load_der_x509_crl(other.crl.der) \
+        .get_revoked_certificate_by_serial_number(int(api, 16)) is None
+    assert (await other.serial_status(int(api, 16))).status is pki.CertStatus.GOOD
+
+    # Released once, it is an ordinary certificate: revoked again, released again.
+    await lab.ca.revoke(serial=api, reason="certificateHold", actor="t")
+    assert await lab.ca.release(api, actor="t") == api
+    # Not once the identity is retired, nor past the certificate's notAfter.
+    await lab.ca.revoke(serial=api, reason="certificateHold", actor="t")
+    await lab.inv.set_status(IdentityRef.parse("workload/api"), "retired", actor="t")
+    with pytest.raises(Conflict, match="workload/api, which is retired"):
+        await lab.ca.release(api, actor="t")
+    await lab.ca.revoke(serial=batch, reason="certificateHold", actor="t")
+    lab.clock.now += dt.timedelta(days=2)
+    with pytest.raises(Conflict, match="expired at .*nothing to release"):
+        await lab.ca.release(batch, actor="t")
