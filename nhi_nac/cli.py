@@ -749,6 +749,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--key-type", default="p256", choices=["p256", "p384", "ed25519",
                                                           "rsa3072"])
     e.add_argument("--validity", help="requested lifetime, e.g. 24h (within the profile)")
+    e.add_argument("--dns", action="append", metavar="NAME",
+                   help="a DNS name for the certificate besides its SPIFFE ID (repeat for "
+                        "more; only names the identity's scope lists are granted). A "
+                        "renewal keeps the current certificate's names unless given")
     e.add_argument("--retry-for", metavar="DURATION",
                    help="while the CA cannot be reached or answers 5xx/408/425/429, try "
                         "again for up to this long (e.g. 50m), after growing, randomised "
@@ -826,10 +830,12 @@ def _enroll(a: argparse.Namespace) -> int:
         return 0
     retry_for = parse_duration(a.retry_for).total_seconds() if a.retry_for else 0.0
     if a.renew:
-        bundle = retrying(lambda: renew(a.server, a.out, a.validity, a.ca_file), retry_for)
+        bundle = retrying(lambda: renew(a.server, a.out, a.validity, a.ca_file,
+                                        a.dns or None), retry_for)
     elif a.token:
         bundle = retrying(lambda: enroll(a.server, a.token, a.out, a.key_type, a.validity,
-                                         a.ca_file, a.root_fingerprint), retry_for)
+                                         a.ca_file, a.root_fingerprint, a.dns or ()),
+                          retry_for)
     elif not a.loop:
         raise NhiError("give --token TOKEN (first enrollment) or --renew")
     else:

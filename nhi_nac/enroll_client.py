@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -197,9 +197,12 @@ def http_bytes(req: urllib.request.Request, ca_file: str | None, refused: str,
 
 def enroll(server: str, token: str, out: str, key_type: str = "p256",
            validity: str | None = None, ca_file: str | None = None,
-           root_fingerprint: str | None = None) -> dict[str, Any]:
+           root_fingerprint: str | None = None,
+           dns_names: Sequence[str] = ()) -> dict[str, Any]:
+    """First enrollment with a bootstrap token; ``dns_names`` are asked for besides the
+    SPIFFE ID (the CA grants only those the identity's scope lists, or refuses)."""
     ca_pem = root_by_fingerprint(server, root_fingerprint) if root_fingerprint else None
-    enrollment = pki.new_enrollment(key_type)
+    enrollment = pki.new_enrollment(key_type, dns_names=dns_names)
     body: dict[str, Any] = {"token": token, "csr": enrollment.csr_pem.decode()}
     if validity:
         body["validity"] = validity
@@ -209,12 +212,17 @@ def enroll(server: str, token: str, out: str, key_type: str = "p256",
 
 
 def renew(server: str, out: str, validity: str | None = None,
-          ca_file: str | None = None) -> dict[str, Any]:
+          ca_file: str | None = None, dns_names: Sequence[str] | None = None
+          ) -> dict[str, Any]:
+    """Renew with the current certificate, for a new key of the same type. The new
+    certificate asks for the current one's DNS names unless ``dns_names`` says which."""
     try:
         key, cert = pki.read_credentials(out)
     except (OSError, pki.PkiError, ValueError) as exc:
         raise NhiError(f"no current credentials in {out}: {exc}") from None
-    enrollment = pki.new_enrollment(_key_type(key))
+    if dns_names is None:
+        dns_names = current_dns_names(cert)
+    enrollment = pki.new_enrollment(_key_type(key), dns_names=dns_names)
     proof = pki.build_renewal_proof(key, cert, enrollment.csr_pem, dt.datetime.now(dt.UTC))
     body: dict[str, Any] = {"proof": proof.decode()}
     if validity:
@@ -222,6 +230,15 @@ def renew(server: str, out: str, validity: str | None = None,
     bundle = _post(server, "/pki/v1/renew", body, trusted_root(out, ca_file))
     _store(out, enrollment.key, bundle)
     return bundle
+
+
+def current_dns_names(cert: x509.Certificate) -> list[str]:
+    """The DNS names a certificate holds, in its order."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return list(san.get_values_for_type(x509.DNSName))
 
 
 def _key_type(key: Any) -> str:

@@ -158,6 +158,52 @@ def test_a_revocation_raised_to_key_compromise_reaches_ocsp_and_the_crl(
     assert refused.returncode != 0 and "already revoked (keyCompromise)" in refused.stderr
 
 
+def test_a_workload_asks_for_its_dns_names_and_keeps_them_on_renewal(
+        service: Service, tmp_path: Path) -> None:
+    service.cli("identity", "add", "workload", "web", "--owner", "alice@example.com",
+                "--scope", "dns=web.example.com")
+    out = tmp_path / "web"
+
+    def verify_host(host: str) -> subprocess.CompletedProcess[str]:
+        return openssl("verify", "-CAfile", str(out / "ca.pem"), "-untrusted",
+                       str(out / "chain.pem"), "-purpose", "sslserver", "-verify_hostname",
+                       host, str(out / "cert.pem"))
+
+    token = service.cli("token", "create", "workload/web").strip()
+    outside = enroll(service, token, out, "--dns", "web.example.com", "--dns", "evil.example.com")
+    assert outside.returncode == 1 and "'evil.example.com'" in outside.stderr
+    assert "scope does not allow" in outside.stderr and not (out / "cert.pem").exists()
+    # The refusal left the token usable. Enrolled as the boot unit does it, with its
+    # command line (systemd/nhi-nac-enroll@.service) and the env file's values:
+    unit = (Path(__file__).resolve().parent.parent / "systemd" / "nhi-nac-enroll@.service")
+    exec_start = next(line for line in unit.read_text().splitlines()
+                      if line.startswith("ExecStart=/bin/sh -c '"))
+    script = exec_start.removeprefix("ExecStart=/bin/sh -c '").removesuffix("'").replace(
+        "/usr/bin/nhi-nac", " ".join(NHI))
+    unit_env = {**service.env, "NHI_ENROLL_SERVER": f"http://127.0.0.1:{service.api}",
+                "NHI_ENROLL_OUT": str(out), "NHI_ENROLL_TOKEN": token,
+                "NHI_ENROLL_ARGS": "--dns web.example.com"}
+    p = subprocess.run(["/bin/sh", "-c", script], env=unit_env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0 and "enrolled workload/web" in p.stdout, p.stderr
+    assert verify_host("web.example.com").returncode == 0
+    p = subprocess.run(["/bin/sh", "-c", script], env=unit_env, capture_output=True,
+                       text=True, timeout=120)  # the next boot: renewal, not due yet
+    assert p.returncode == 0 and "not due yet" in p.stdout, p.stderr
+    renew = [*NHI, "enroll", "--renew", "--server", f"http://127.0.0.1:{service.api}",
+             "--out", str(out)]
+    first = (out / "cert.pem").read_bytes()
+    p = subprocess.run(renew, env=service.env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert (out / "cert.pem").read_bytes() != first
+    assert verify_host("web.example.com").returncode == 0  # the renewal kept the name
+    kept = (out / "cert.pem").read_bytes()
+    p = subprocess.run([*renew, "--dns", "other.example.com"], env=service.env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "'other.example.com'" in p.stderr
+    assert (out / "cert.pem").read_bytes() == kept
+
+
 def test_refusals_store_nothing(service: Service, tmp_path: Path) -> None:
     # Profile maximum: a workload certificate is at most 7 days; refused, not trimmed.
     token = service.cli("token", "create", "workload/billing").strip()
