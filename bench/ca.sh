@@ -29,7 +29,8 @@
 #   FLOOR=1 also measures, alternately with the others, bench/ca/floor.py: the same aiohttp
 #     endpoint doing only the CA's work (CSR checks + signing, no token, governance,
 #     database, audit or log), the part of nhi-nac's cost that is the HTTP stack and the
-#     signing path alone (FLOOR=0 skips it)
+#     signing path alone; and floor.py --http-only, the same server answering every request
+#     with one canned certificate reply (the HTTP stack and JSON alone) (FLOOR=0 skips both)
 #   PG=postgresql://postgres@127.0.0.1 runs nhi-nac on a fresh PostgreSQL database created
 #     there for the run (dropped at the end) instead of SQLite; needed for WORKERS > 1.
 #     Where that server runs with autovacuum off, each nhi-nac round starts with a
@@ -52,12 +53,12 @@ done
 
 WORK=$(mktemp -d /tmp/nhi-ca-bench.XXXXXX)
 NHI_PID=
-FLOOR_PID=
+FLOOR_PID=; HTTP_PID=
 stop_floor() {
-  if [ -n "$FLOOR_PID" ] && kill -0 "$FLOOR_PID" 2>/dev/null; then
-    kill "$FLOOR_PID"; wait "$FLOOR_PID" 2>/dev/null || true
-  fi
-  FLOOR_PID=
+  for pid in $FLOOR_PID $HTTP_PID; do
+    if kill -0 "$pid" 2>/dev/null; then kill "$pid"; wait "$pid" 2>/dev/null || true; fi
+  done
+  FLOOR_PID=; HTTP_PID=
 }
 stop_nhi() {
   if [ -n "$NHI_PID" ] && kill -0 "$NHI_PID" 2>/dev/null; then
@@ -134,16 +135,21 @@ URL=http://127.0.0.1:$P/pki/v1/enroll
 echo "nhi-nac  warm-up  $("$PY" "$HERE/ca/load.py" enroll "$WARM" "$C" "$URL" "$WORK/bodies.jsonl" --pid $NHI_PID --save-cert "$WORK/leaf.pem")"
 
 if [ "$FLOOR" = 1 ]; then
-  FP=$(free_port 1)
-  "$PY" "$HERE/ca/floor.py" "$FP" "$("$PY" -c 'from nhi_nac.config import load_config; print(load_config(None).ca.trust_domain)')" > "$WORK/floor.log" 2>&1 &
-  FLOOR_PID=$!
-  for _ in $(seq 100); do ss -Htln "sport = :$FP" | grep -q . && break; sleep 0.1; done
+  TD=$("$PY" -c 'from nhi_nac.config import load_config; print(load_config(None).ca.trust_domain)')
+  start_floor() { # PORT [--http-only]: a floor server; its PID in $!
+    "$PY" "$HERE/ca/floor.py" "$@" > "$WORK/floor-$1.log" 2>&1 &
+    for _ in $(seq 100); do ss -Htln "sport = :$1" | grep -q . && return 0; sleep 0.1; done
+  }
+  FP=$(free_port 1); start_floor "$FP" "$TD"; FLOOR_PID=$!
   FLOOR_URL=http://127.0.0.1:$FP/pki/v1/enroll
+  HP=$(free_port 1); start_floor "$HP" "$TD" --http-only; HTTP_PID=$!
+  HTTP_URL=http://127.0.0.1:$HP/pki/v1/enroll
   echo "floor    warm-up  $("$PY" "$HERE/ca/load.py" enroll "$WARM" "$C" "$FLOOR_URL" "$WORK/bodies.jsonl" --pid $FLOOR_PID)"
+  echo "http     warm-up  $("$PY" "$HERE/ca/load.py" enroll "$WARM" "$C" "$HTTP_URL" "$WORK/bodies.jsonl" --pid $HTTP_PID)"
 fi
 
 # ---------------------------------------------------------------- enrollment, alternating
-declare -a CF_RATE CF_CPU NH_RATE NH_CPU CF_P50 CF_P99 NH_P50 NH_P99 FL_RATE FL_CPU
+declare -a CF_RATE CF_CPU NH_RATE NH_CPU CF_P50 CF_P99 NH_P50 NH_P99 FL_RATE FL_CPU HT_RATE HT_CPU
 for ((r = 1; r <= ROUNDS; r++)); do
   if [ "$CFSSL" = 1 ]; then
   # run_cfssl_peer.sh exits 143 after printing (its EXIT trap's `wait` on the killed cfssl
@@ -168,12 +174,16 @@ for ((r = 1; r <= ROUNDS; r++)); do
     out=$("$PY" "$HERE/ca/load.py" enroll "$N" "$C" "$FLOOR_URL" "$WORK/bodies.jsonl" --pid $FLOOR_PID --skip $((WARM + (r - 1) * N)))
     echo "floor    round $r  $out"
     FL_RATE+=("$(field rate "$out")"); FL_CPU+=("$(field server_cpu_us_per_cert "$out")")
+    out=$("$PY" "$HERE/ca/load.py" enroll "$N" "$C" "$HTTP_URL" "$WORK/bodies.jsonl" --pid $HTTP_PID --skip $((WARM + (r - 1) * N)))
+    echo "http     round $r  $out"
+    HT_RATE+=("$(field rate "$out")"); HT_CPU+=("$(field server_cpu_us_per_cert "$out")")
   fi
 done
 stop_floor
 floor_line() {
   [ "$FLOOR" = 1 ] || return 0
   echo "floor (HTTP + CSR checks + signing only, bench/ca/floor.py): median $(median "${FL_RATE[@]}")/s, server CPU $(median "${FL_CPU[@]}") µs/cert"
+  echo "http   (HTTP + JSON only, a canned reply, floor.py --http-only): median $(median "${HT_RATE[@]}")/s, server CPU $(median "${HT_CPU[@]}") µs/request"
 }
 
 if [ "$CFSSL" != 1 ]; then

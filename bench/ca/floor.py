@@ -1,7 +1,7 @@
 """bench/ca floor: what nhi-nac's enrollment costs with nothing but HTTP and the CA's own
 work, so a run can say how much of the server CPU per certificate is the stack itself.
 
-    floor.py PORT TRUST_DOMAIN
+    floor.py PORT TRUST_DOMAIN [--http-only]
 
 Serves ``POST /pki/v1/enroll`` on 127.0.0.1:PORT with the same aiohttp version, the same
 request body (``{"token", "csr"}``) and the same 201 reply members as ``nhi-nac serve``,
@@ -14,6 +14,9 @@ Left out, and what nhi-nac does there: the token (no lookup, nothing burned), go
 no audit record, no event, no commit), logging. A load client cannot tell it from the
 service; it is NOT a server anyone should run, and never stores what it signs.
 A fresh P-256 hierarchy for TRUST_DOMAIN is made at start, in memory.
+
+``--http-only``: not even that; read the body, parse the JSON, and answer with one
+certificate signed at start, rendered the same way (the HTTP stack's own share).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pki import CertificateIssuer, create_hierarchy, parse_csr
 MAX_BODY = 64 * 1024
 
 
-def make_app(trust_domain: str) -> web.Application:
+def make_app(trust_domain: str, http_only: bool = False) -> web.Application:
     hierarchy = create_hierarchy(trust_domain, datetime.now(UTC))
     issuer = CertificateIssuer(hierarchy.issuing, trust_domain,
                                crl_url="http://127.0.0.1/pki/v1/crl",
@@ -39,8 +42,13 @@ def make_app(trust_domain: str) -> web.Application:
     root = json.dumps(hierarchy.issuing.root_pem.decode())
     prefix = f"spiffe://{trust_domain}/"
 
+    canned = None
+
     async def enroll(request: web.Request) -> web.Response:
+        nonlocal canned
         body = json.loads(await request.content.read(MAX_BODY))
+        if canned is not None:
+            return web.Response(body=canned, status=201, content_type="application/json")
         parsed = parse_csr(body["csr"].encode())
         san = parsed.csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         uri = san.value.get_values_for_type(x509.UniformResourceIdentifier)[0]
@@ -54,6 +62,8 @@ def make_app(trust_domain: str) -> web.Application:
             f'"not_after": {json.dumps(issued.not_after.isoformat())}, '
             f'"profile": "workload"}}'
         )
+        if http_only:
+            canned = text.encode()  # every later request gets this one
         return web.Response(body=text.encode(), status=201, content_type="application/json")
 
     app = web.Application(client_max_size=MAX_BODY)
@@ -63,5 +73,5 @@ def make_app(trust_domain: str) -> web.Application:
 
 if __name__ == "__main__":
     port, domain = int(sys.argv[1]), sys.argv[2]
-    web.run_app(make_app(domain), host="127.0.0.1", port=port, access_log=None,
+    web.run_app(make_app(domain, "--http-only" in sys.argv[3:]), host="127.0.0.1", port=port, access_log=None,
                 print=None, handle_signals=True)
