@@ -517,6 +517,36 @@ def test_renew_loop_stops_soon_after_a_revocation(service: Service, tmp_path: Pa
     assert (out / "cert.pem").read_bytes() == before  # no renewal was attempted
 
 
+def test_a_held_certificate_says_so_and_renews_once_released(
+        service: Service, tmp_path: Path) -> None:
+    from nhi_nac.enroll_client import Refused, ensure_not_revoked
+
+    token = service.cli("token", "create", "workload/billing").strip()
+    out = tmp_path / "creds"
+    assert enroll(service, token, out).returncode == 0
+    serial = openssl("x509", "-in", str(out / "cert.pem"), "-noout", "-serial").stdout \
+        .strip().split("=")[1].lower().lstrip("0")
+    server = f"http://127.0.0.1:{service.api}"
+    service.cli("cert", "revoke", serial, "--reason", "certificateHold")
+    with pytest.raises(Refused, match=rf"is on hold since .*; it renews again once an admin "
+                                      rf"releases it \(nhi-nac cert release {serial}\)"):
+        ensure_not_revoked(server, str(out), None)
+    renew = [*NHI, "enroll", "--renew", "--server", server, "--out", str(out)]
+    p = subprocess.run(renew, env=service.env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "revoked" in p.stderr  # held: no renewal
+    service.cli("cert", "release", serial)
+    deadline = time.monotonic() + 10  # the service looks for changes every 2 s
+    while True:
+        try:
+            ensure_not_revoked(server, str(out), None)
+            break
+        except Refused:
+            assert time.monotonic() < deadline, "still on hold after the release"
+            time.sleep(0.3)
+    p = subprocess.run(renew, env=service.env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+
+
 def _get(svc: Service, path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
     import http.client
 
