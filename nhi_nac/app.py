@@ -326,7 +326,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         await site.start()
         if shared is not None:
             metrics_socket = await shared_metrics.serve_on_socket(registry, shared)
-        workers = _start_api_workers(config, shared)
+            workers = _start_api_workers(config, shared)
         log.info("api.listening", address=f"{host}:{port}", processes=1 + len(workers))
         _freeze_startup_objects()
         notify("READY=1\nSTATUS=serving")
@@ -379,7 +379,7 @@ WORKER_PARENT_CHECK_SECONDS = 1.0
 WORKER_STOP_SECONDS = 10.0
 
 
-def _start_api_workers(config: Config, metrics: Path | None) -> list[BaseProcess]:
+def _start_api_workers(config: Config, metrics: Path) -> list[BaseProcess]:
     """Spawn ``api.workers - 1`` API processes (fresh interpreters: nothing inherited but
     the environment, which says where their metrics go); ``metrics``: the main
     process's ``shared_metrics`` directory, where they forward ``/metrics``."""
@@ -403,7 +403,7 @@ def _stop_api_workers(workers: list[BaseProcess]) -> None:
             w.join()
 
 
-def _api_worker(config: Config, parent: int, metrics: Path | None) -> None:
+def _api_worker(config: Config, parent: int, metrics: Path) -> None:
     """Entry point of one extra API process."""
     from nhi_nac.logs import configure_logging
 
@@ -412,9 +412,9 @@ def _api_worker(config: Config, parent: int, metrics: Path | None) -> None:
         runner.run(_serve_api(config, parent, metrics))
 
 
-async def _serve_api(config: Config, parent: int, metrics: Path | None) -> None:
+async def _serve_api(config: Config, parent: int, metrics: Path) -> None:
     """The HTTP API alone, until SIGTERM/SIGINT or the main process is gone; its
-    ``/metrics`` from the main process when ``metrics`` (``shared_metrics``) is given."""
+    ``/metrics`` is the main process's, through ``metrics`` (``shared_metrics``)."""
     services = build(config)
     await services.db.check_schema()
     stop = asyncio.Event()
@@ -424,10 +424,7 @@ async def _serve_api(config: Config, parent: int, metrics: Path | None) -> None:
     await services.segments.refresh()
     await services.segments.refresh_overlays()
     services.ca.load()
-    registry = CollectorRegistry()
-    if metrics is None:
-        registry.register(CaMetrics(services.ca))
-    app = make_app(services.inventory, config.api.max_body, registry=registry,
+    app = make_app(services.inventory, config.api.max_body,
                    governance=services.governance, segment_service=services.segments,
                    ca=services.ca, agents=services.agents, metrics_from_main=metrics)
     runner = web.AppRunner(app, access_log=None)

@@ -58,6 +58,7 @@ from cryptography import x509
 from cryptography.x509 import ReasonFlags
 from sqlalchemy import bindparam, exists, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Result
+from sqlalchemy.ext.asyncio import AsyncSession
 
 import pki
 from nhi_nac import audit
@@ -682,22 +683,14 @@ class CaService:
             raise InvalidInput(str(exc)) from None
         now = self.inventory.clock()
         async with self.inventory.db.transaction() as s:
-            cred = await s.scalar(select(Credential).where(
-                Credential.type == "certificate", Credential.serial == _norm_serial(serial)))
-            if cred is None:
-                raise NotFound(f"no certificate with serial {serial}")
+            cred, owner, _ = await _certificate_and_owner(s, serial)
             old = cred.revocation_reason or "unspecified"
             if cred.status == "revoked" and not pki.reason_may_change(old, flag):
                 raise Conflict(
                     f"certificate {cred.serial} is already revoked ({old}); a revoked "
                     "certificate may only be raised to keyCompromise, or a certificateHold "
                     "made permanent")
-            if cred.status not in ("active", "revoked"):
-                raise Conflict(f"certificate {cred.serial} is {cred.status}, not active")
-            owner = (await s.execute(select(Identity.kind, Identity.name).where(
-                Identity.id == cred.identity_id))).one_or_none()
-            await revoke_credential(s, cred, flag, identity=f"{owner[0]}/{owner[1]}"
-                                    if owner else None, actor=actor, now=now)
+            await revoke_credential(s, cred, flag, identity=owner, actor=actor, now=now)
             at = cred.revoked_at or now
         self._remember_revoked(int(cred.serial or "0", 16), at, flag)
         self._ocsp_cache.clear()
@@ -712,14 +705,7 @@ class CaService:
         its notAfter, or of a retired identity, is not released."""
         now = self.inventory.clock()
         async with self.inventory.db.transaction() as s:
-            row = (await s.execute(select(Credential, Identity.kind, Identity.name,
-                                          Identity.status).join(
-                Identity, Identity.id == Credential.identity_id).where(
-                Credential.type == "certificate",
-                Credential.serial == _norm_serial(serial)))).one_or_none()
-            if row is None:
-                raise NotFound(f"no certificate with serial {serial}")
-            cred, kind, name, identity_status = row
+            cred, owner, identity_status = await _certificate_and_owner(s, serial)
             reason = cred.revocation_reason or "unspecified"
             if cred.status != "revoked" or reason != ReasonFlags.certificate_hold.value:
                 held = f"revoked ({reason})" if cred.status == "revoked" else "not revoked"
@@ -729,7 +715,7 @@ class CaService:
                 raise Conflict(f"certificate {cred.serial} expired at "
                                f"{cred.expires_at.isoformat()}: there is nothing to release")
             if identity_status == IdentityStatus.RETIRED.value:
-                raise Conflict(f"certificate {cred.serial} belongs to {kind}/{name}, which "
+                raise Conflict(f"certificate {cred.serial} belongs to {owner}, which "
                                "is retired")
             held_at = cred.revoked_at
             cred.status, cred.revoked_at, cred.revocation_reason = "active", None, None
@@ -738,12 +724,9 @@ class CaService:
                                before={"status": "revoked", "reason": reason,
                                        "revoked_at": held_at.isoformat() if held_at else None},
                                after={"status": "active"}, now=now)
-            add_event(s, "certificate.released", {"serial": cred.serial,
-                                                  "identity": f"{kind}/{name}"}, now)
-        number = int(cred.serial or "0", 16)
-        if self._revoked is not None:
-            self._revoked.pop(number, None)
-        self._revoked_meanwhile.pop(number, None)
+            add_event(s, "certificate.released", {"serial": cred.serial, "identity": owner},
+                      now)
+        self._forget_revoked(int(cred.serial or "0", 16))
         self._ocsp_cache.clear()
         await self.publish_crl()
         return cred.serial or ""
@@ -929,6 +912,12 @@ class CaService:
             return
         entry = self._revoked[serial] = pki.encode_entry(serial, at, reason)
         self._revoked_meanwhile[serial] = entry
+
+    def _forget_revoked(self, serial: int) -> None:
+        """A release already committed: out of the in-memory index."""
+        if self._revoked is not None:
+            self._revoked.pop(serial, None)
+        self._revoked_meanwhile.pop(serial, None)
 
     async def _statuses(self, serials: Sequence[str]) -> dict[str, Any]:
         rows = await self.inventory.db.run_read(
@@ -1583,6 +1572,20 @@ def _cert_view(c: Credential, ref: str, now: dt.datetime) -> CertificateView:
                            c.not_before, c.expires_at, c.revoked_at, c.revocation_reason)
 
 
+
+
+async def _certificate_and_owner(s: AsyncSession, serial: str
+                                 ) -> tuple[Credential, str, str]:
+    """The certificate with ``serial`` (any notation ``_norm_serial`` reads), its
+    identity as ``kind/name`` and that identity's status; ``NotFound`` if none."""
+    row = (await s.execute(select(Credential, Identity.kind, Identity.name, Identity.status)
+                           .join(Identity, Identity.id == Credential.identity_id).where(
+        Credential.type == "certificate", Credential.serial == _norm_serial(serial)))
+           ).one_or_none()
+    if row is None:
+        raise NotFound(f"no certificate with serial {serial}")
+    cred, kind, name, status = row
+    return cred, f"{kind}/{name}", status
 
 
 def _norm_serial(text: str) -> str:

@@ -351,8 +351,9 @@ def ensure_not_revoked(server: str, out: str, ca_file: str | None = None,
         at = f" at {status.revoked_at:%Y-%m-%dT%H:%M:%SZ}" if status.revoked_at else ""
         why = f" ({status.reason.name})" if status.reason is not None else ""
         if status.reason is x509.ReasonFlags.certificate_hold:
+            since = f" since {status.revoked_at:%Y-%m-%dT%H:%M:%SZ}" if status.revoked_at else ""
             raise Refused(f"the certificate in {out} (serial {cert.serial_number:x}) is on "
-                          f"hold since{at.removeprefix(' at')}; it renews again once an "
-                          f"admin releases it (nhi-nac cert release {cert.serial_number:x})")
+                          f"hold{since}; it renews again once an admin releases it "
+                          f"(nhi-nac cert release {cert.serial_number:x})")
         raise Refused(f"the certificate in {out} (serial {cert.serial_number:x}) was "
                       f"revoked{at}{why}; enroll again with a bootstrap token")
