@@ -128,11 +128,11 @@ CA_REFRESH_SECONDS = 2.0
 
 async def _keep_ca_fresh(ca: CaService, tls: ssl.SSLContext | None = None,
                          radius: RadiusNode | None = None, reissue: bool = False) -> None:
-    """Follow revocations made elsewhere; and hourly, re-issue the service's own
-    certificates that are due (the main process, ``reissue``: OCSP responder, RADIUS
-    server, HTTPS) and let every process use the ones that changed on disk, without a
-    restart (a 7-day OCSP responder certificate would otherwise expire under a server
-    that runs for weeks)."""
+    """Follow revocations made elsewhere; hourly, re-issue the service's own certificates
+    that are due (the main process, ``reissue``: OCSP responder, RADIUS server, HTTPS);
+    and let every process use, within seconds and without a restart, the ones that
+    changed on disk and the issuing CA once renewed (``ca renew``). A 7-day OCSP responder
+    certificate would otherwise expire under a server that runs for weeks."""
     loop = asyncio.get_running_loop()
     checked = loop.time()
     # Re-issuing loads the new OCSP responder itself; other processes load it on change.
@@ -143,15 +143,14 @@ async def _keep_ca_fresh(ca: CaService, tls: ssl.SSLContext | None = None,
             await ca.refresh()
         except Exception:  # noqa: BLE001 - the published CRL stays until the next try
             log.warning("ca.refresh_failed", exc_info=True)
-        if loop.time() - checked < SERVICE_CERT_CHECK_SECONDS:
-            continue
-        checked = loop.time()
         try:
-            if reissue:
-                for line in ca.issue_service_certificates(utcnow()):
-                    log.info("ca.service_certificate", issued=line)
-                warn_if_issuing_ca_ends(ca)
-            watched.reload_changed()
+            if loop.time() - checked >= SERVICE_CERT_CHECK_SECONDS:
+                checked = loop.time()
+                if reissue:
+                    for line in ca.issue_service_certificates(utcnow()):
+                        log.info("ca.service_certificate", issued=line)
+                    warn_if_issuing_ca_ends(ca)
+            watched.reload_changed()  # a few stat calls
         except Exception:  # noqa: BLE001 - the current certificates stay until the next try
             log.warning("ca.service_certificates_failed", exc_info=True)
 
@@ -173,7 +172,10 @@ class _ServiceCertificates:
 
     def __init__(self, ca: CaService, tls: ssl.SSLContext | None,
                  radius: RadiusNode | None, ocsp: bool) -> None:
-        self.watch: list[tuple[str, Callable[[], object]]] = []
+        # The issuing CA itself, renewed (``ca renew``) by another process: its key is
+        # the same, its notAfter later.
+        self.watch: list[tuple[str, Callable[[], object]]] = [(str(ca.dir / "issuing.pem"),
+                                                               ca.load)]
         if ocsp:
             self.watch.append((str(ca.dir / "ocsp.pem"), ca.load))
         if tls is not None:
@@ -188,8 +190,9 @@ class _ServiceCertificates:
         for path, reload in self.watch:
             mtime = _mtime(path)
             if mtime != self.seen[path]:
-                reload()
+                # Seen first: a file that does not load is logged once, not every loop.
                 self.seen[path] = mtime
+                reload()
                 log.info("ca.service_certificate_reloaded", file=path)
 
 

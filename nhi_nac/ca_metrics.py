@@ -107,10 +107,10 @@ def issuing_ca_warning(ca: pki.IssuingCa, now: dt.datetime) -> str | None:
         return None
     if left <= dt.timedelta(0):
         return (f"the issuing CA expired at {not_after:%Y-%m-%dT%H:%M:%SZ}: no certificate "
-                "can be issued or renewed; import a new one (nhi-nac ca import)")
+                "can be issued or renewed; renew it (nhi-nac ca renew)")
     cut_off = {p: not_after - pki.get_profile(p).default_validity
                for p in ("device", "workload", "ai_agent")}
     shortest = ", ".join(f"{p} from {at:%Y-%m-%d}" for p, at in cut_off.items())
     return (f"the issuing CA expires at {not_after:%Y-%m-%dT%H:%M:%SZ} ({left.days} days): "
             f"certificates that would outlive it are refused; at their default lifetime: "
-            f"{shortest}; import a new one (nhi-nac ca import)")
+            f"{shortest}; renew it (nhi-nac ca renew)")

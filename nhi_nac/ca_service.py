@@ -84,8 +84,7 @@ from nhi_nac.errors import (
     NotFound,
     Unavailable,
 )
-from nhi_nac.inventory import Inventory, revoke_credential
-from nhi_nac.outbox import add_event
+from nhi_nac.inventory import Inventory, release_credential, revoke_credential
 from nhi_nac.radius_service import TLS_DIR
 from nhi_nac.storage import queries, sqlite_raw
 from nhi_nac.storage.batched import BatchedLookup
@@ -330,6 +329,44 @@ class CaService:
         done.append(f"issuing CA {ca.certificate.subject.rfc4514_string()} imported")
         return done
 
+    def renew_issuing(self, now: dt.datetime, *, root_key: Path | None = None,
+                      cert_pem: bytes | None = None,
+                      chain_pem: bytes | None = None) -> list[str]:
+        """Extend the issuing CA's life without replacing it: the same name and key,
+        certified again by the root (its key here, or ``root_key``, the copy ``ca
+        export-root`` wrote), or from ``cert_pem`` (and ``chain_pem``) signed elsewhere
+        for a CA brought in with ``ca import``. Everything it issued stays valid, on the
+        same CRL and OCSP responder, and renews as before; new certificates may last
+        until the new end. The certificate it replaces is kept beside it as
+        ``issuing-until-<notAfter>.pem``. Refused, changing nothing, when the key or the
+        root differs, or the new certificate would not end later."""
+        ca = self.issuing_ca()
+        try:
+            if cert_pem is not None:
+                renewed = pki.install_renewed_issuing_ca(
+                    ca, cert_pem, chain_pem, now, trust_domain=self.config.ca.trust_domain)
+            else:
+                path = root_key or self.dir / "root.key"
+                if not path.exists():
+                    raise NotFound(
+                        f"the root key is not at {path}: give the copy 'ca export-root' "
+                        "wrote (--root-key FILE), or a renewal signed elsewhere (--cert)")
+                signer = pki.load_private_key(path.read_bytes(), self._passphrase())
+                renewed = pki.renew_issuing_ca(ca, signer, now)
+        except pki.PkiError as exc:
+            raise InvalidInput(f"issuing CA renewal refused: {exc}") from None
+        old = ca.certificate.not_valid_after_utc
+        _write(self.dir / f"issuing-until-{old:%Y%m%dT%H%M%SZ}.pem", ca.certificate_pem)
+        # chain.pem first: until issuing.pem follows, the old certificate stays in force.
+        _write(self.dir / "chain.pem", renewed.chain_pem)
+        _write(self.dir / "issuing.pem", renewed.certificate_pem)
+        fsync_directory(self.dir)
+        self._forget_ca()
+        new = renewed.certificate.not_valid_after_utc
+        return [f"issuing CA {renewed.certificate.subject.rfc4514_string()} renewed with the "
+                f"same key: valid until {new:%Y-%m-%dT%H:%M:%SZ} (was "
+                f"{old:%Y-%m-%dT%H:%M:%SZ}); what it issued stays valid"]
+
     def _forget_ca(self) -> None:
         """What was loaded from a CA just replaced on disk is gone with it."""
         self.issuer, self.ocsp, self.crl = None, None, None
@@ -381,6 +418,8 @@ class CaService:
         chain = tuple(pki.load_certificates((self.dir / "chain.pem").read_bytes()))
         root = x509.load_pem_x509_certificate((self.dir / "root.pem").read_bytes())
         ca = pki.IssuingCa(cert, key, chain, root)
+        # What was derived from the CA loaded before (renewed since: ``ca renew``).
+        self._crl_signer, self._pem_strings = None, None
         base = self.public_base()
         self.issuer = pki.CertificateIssuer(ca, self.config.ca.trust_domain,
                                             crl_url=f"{base}/pki/v1/crl",
@@ -717,19 +756,23 @@ class CaService:
             if identity_status == IdentityStatus.RETIRED.value:
                 raise Conflict(f"certificate {cred.serial} belongs to {owner}, which "
                                "is retired")
-            held_at = cred.revoked_at
-            cred.status, cred.revoked_at, cred.revocation_reason = "active", None, None
-            await audit.append(s, actor=actor, action="certificate.release",
-                               target=f"certificate/{cred.serial}",
-                               before={"status": "revoked", "reason": reason,
-                                       "revoked_at": held_at.isoformat() if held_at else None},
-                               after={"status": "active"}, now=now)
-            add_event(s, "certificate.released", {"serial": cred.serial, "identity": owner},
-                      now)
-        self._forget_revoked(int(cred.serial or "0", 16))
+            await release_credential(s, cred, identity=owner, actor=actor, now=now)
+        await self._released([cred.serial or ""])
+        return cred.serial or ""
+
+    async def release_identity(self, identity: IdentityRef, *, actor: str) -> list[str]:
+        """Take every held certificate of ``identity`` and of its descendants off hold
+        (``Inventory.release_certificates``): the counterpart of ``revoke(identity=…,
+        reason="certificateHold")``. Returns the serials released, maybe none."""
+        released = await self.inventory.release_certificates(identity, actor=actor)
+        await self._released(released)
+        return released
+
+    async def _released(self, serials: Sequence[str]) -> None:
+        for serial in serials:
+            self._forget_revoked(int(serial or "0", 16))
         self._ocsp_cache.clear()
         await self.publish_crl()
-        return cred.serial or ""
 
     async def publish_crl(self) -> pki.SignedCrl:
         """Re-sign the CRL with every revoked certificate; the number always increases.

@@ -18,12 +18,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 
+import pki
 from nhi_nac import agent_client, apitokens
 from nhi_nac.agents import GRANT_STATES, parse_label
 from nhi_nac.app import Services, build, event_loop_factory, initialise, serve
 from nhi_nac.bootstrap_tokens import create_bootstrap_token
 from nhi_nac.config import Config, load_config
-from nhi_nac.domain import IdentityRef, format_scope, parse_scope
+from nhi_nac.domain import IdentityKind, IdentityRef, IdentityStatus, format_scope, parse_scope
 from nhi_nac.durations import parse_duration
 from nhi_nac.enforcement import coa_status
 from nhi_nac.enroll_client import (
@@ -90,7 +91,9 @@ def _identity_text(v: IdentityView) -> str:
     ]
     if v.credentials:
         lines.append("credentials:")
-        lines.append(_table([(c.type, c.serial, c.fingerprint[:16], c.status,
+        lines.append(_table([(c.type, c.serial, c.fingerprint[:16],
+                              f"{c.status} ({c.revocation_reason})" if c.revocation_reason
+                              else c.status,
                               c.expires_at.isoformat() if c.expires_at else None)
                              for c in v.credentials],
                             ("type", "serial", "fingerprint", "status", "expires")))
@@ -410,6 +413,24 @@ async def cmd_ca_import(a: argparse.Namespace, s: Services) -> int:
     return 0
 
 
+async def cmd_ca_renew(a: argparse.Namespace, s: Services) -> int:
+    if a.chain and not a.cert:
+        raise NhiError("--chain goes with --cert")
+    if a.cert and a.root_key:
+        raise NhiError("give --root-key (renew here) or --cert (renewed elsewhere), not both")
+    cert = Path(a.cert).read_bytes() if a.cert else None  # noqa: ASYNC240 - one-shot CLI
+    chain = Path(a.chain).read_bytes() if a.chain else None  # noqa: ASYNC240
+    done = s.ca.renew_issuing(s.inventory.clock(),
+                              root_key=Path(a.root_key) if a.root_key else None,
+                              cert_pem=cert, chain_pem=chain)
+    done += s.ca.issue_service_certificates(s.inventory.clock(), force=True)
+    crl = await s.ca.publish_crl()
+    done.append(f"CRL {crl.number} published; a running nhi-nac serve uses the renewed CA "
+                "within seconds")
+    _emit(a, {"done": done}, lambda: "\n".join(done))
+    return 0
+
+
 async def cmd_cert_list(a: argparse.Namespace, s: Services) -> int:
     rows = await s.ca.certificates(IdentityRef.parse(a.identity) if a.identity else None,
                                    parse_duration(a.expiring_within) if a.expiring_within
@@ -434,14 +455,22 @@ async def cmd_cert_revoke(a: argparse.Namespace, s: Services) -> int:
     # By identity: its certificates and every descendant's, in one transaction.
     revoked = await s.ca.revoke(serial=a.serial or None, identity=IdentityRef.parse(a.identity)
                                 if a.identity else None, reason=a.reason, actor=_actor())
-    _emit(a, {"revoked": revoked}, lambda: f"revoked {len(revoked)} certificate(s); "
-          "CRL re-signed")
+    # "as REASON": also true of one revoked before whose reason was raised to it.
+    _emit(a, {"revoked": revoked}, lambda: f"revoked {len(revoked)} certificate(s) as "
+          f"{pki.parse_reason(a.reason).value}; CRL re-signed")
     return 0
 
 
 async def cmd_cert_release(a: argparse.Namespace, s: Services) -> int:
-    serial = await s.ca.release(a.serial, actor=_actor())
-    _emit(a, {"released": serial}, lambda: f"released {serial} from hold; CRL re-signed")
+    if bool(a.serial) == bool(a.identity):
+        raise NhiError("give a SERIAL or --identity KIND/NAME")
+    if a.serial:
+        serial = await s.ca.release(a.serial, actor=_actor())
+        _emit(a, {"released": [serial]}, lambda: f"released {serial} from hold; CRL re-signed")
+        return 0
+    released = await s.ca.release_identity(IdentityRef.parse(a.identity), actor=_actor())
+    _emit(a, {"released": released},
+          lambda: f"released {len(released)} certificate(s) from hold; CRL re-signed")
     return 0
 
 
@@ -580,162 +609,212 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("config", parents=[common], help="print the effective configuration")
 
     owner = sub.add_parser("owner", help="human owners").add_subparsers(dest="sub", required=True)
-    o = owner.add_parser("add", parents=[common])
-    o.add_argument("email")
-    o.add_argument("--name", required=True)
-    o.add_argument("--team")
+    o = owner.add_parser("add", parents=[common], help="add a human owner")
+    o.add_argument("email", help="the owner's email address (their key)")
+    o.add_argument("--name", required=True, help="display name")
+    o.add_argument("--team", help="team or department")
     o.set_defaults(fn=cmd_owner_add)
-    owner.add_parser("list", parents=[common]).set_defaults(fn=cmd_owner_list)
-    o = owner.add_parser("offboard", parents=[common])
+    owner.add_parser("list", parents=[common], help="every owner and their status").set_defaults(
+        fn=cmd_owner_list)
+    o = owner.add_parser("offboard", parents=[common],
+                         help="an owner leaves: reassign their identities, or leave them "
+                              "orphaned (a finding)")
     o.add_argument("email")
-    o.add_argument("--reassign-to")
+    o.add_argument("--reassign-to", metavar="EMAIL",
+                   help="active owner who takes over every identity")
     o.set_defaults(fn=cmd_owner_offboard)
 
     ident = sub.add_parser("identity", help="the inventory").add_subparsers(dest="sub",
                                                                               required=True)
-    i = ident.add_parser("add", parents=[common])
-    i.add_argument("kind")
-    i.add_argument("name")
+    i = ident.add_parser("add", parents=[common], help="add an identity to the inventory")
+    i.add_argument("kind", help=", ".join(IdentityKind))
+    i.add_argument("name", help="unique within its kind")
     i.add_argument("--owner", help="owner email (required)")
-    i.add_argument("--scope", action="append", default=[], metavar="K=V")
-    i.add_argument("--mac", action="append", default=[])
-    i.add_argument("--parent", metavar="KIND/NAME")
+    i.add_argument("--scope", action="append", default=[], metavar="K=V",
+                   help="a scope label (repeat); the segment map places the identity by "
+                        "them, dns=NAME allows a DNS name in its certificate")
+    i.add_argument("--mac", action="append", default=[], help="MAC address (repeat)")
+    i.add_argument("--parent", metavar="KIND/NAME",
+                   help="the identity that created it (an agent's sub-agent)")
     i.add_argument("--allow-mab", action="store_true", help="allow MAC-auth-bypass")
-    i.add_argument("--description")
+    i.add_argument("--description", help="free text")
     i.add_argument("--expires-in", metavar="DURATION", help="lifetime of the identity, e.g. 90d")
     i.set_defaults(fn=cmd_identity_add)
-    i = ident.add_parser("list", parents=[common])
-    i.add_argument("--kind")
-    i.add_argument("--scope", action="append", default=[], metavar="K=V")
-    i.add_argument("--status")
-    i.add_argument("--owner")
-    i.add_argument("--limit", type=int, default=1000)
+    i = ident.add_parser("list", parents=[common], help="identities, filtered")
+    i.add_argument("--kind", help=", ".join(IdentityKind))
+    i.add_argument("--scope", action="append", default=[], metavar="K=V",
+                   help="only identities with this label (repeat: all of them)")
+    i.add_argument("--status", help=", ".join(IdentityStatus))
+    i.add_argument("--owner", metavar="EMAIL", help="only this owner's")
+    i.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
     i.set_defaults(fn=cmd_identity_list)
-    for name, fn in (("show", cmd_identity_show), ("suspend", _status_cmd("suspended")),
-                     ("retire", _status_cmd("retired")), ("reactivate", _status_cmd("active")),
-                     ("quarantine", cmd_identity_quarantine),
-                     ("release", cmd_identity_release)):
-        i = ident.add_parser(name, parents=[common])
+    for name, fn, text in (
+            ("show", cmd_identity_show, "one identity, its labels and credentials"),
+            ("suspend", _status_cmd("suspended"), "refuse admission until reactivated"),
+            ("retire", _status_cmd("retired"),
+             "end its life for good: its certificates are revoked (cessationOfOperation)"),
+            ("reactivate", _status_cmd("active"), "make a suspended identity active again"),
+            ("quarantine", cmd_identity_quarantine,
+             "put it and its descendants on the segment map's fallback (quarantine)"),
+            ("release", cmd_identity_release, "lift the quarantine (it and its descendants)")):
+        i = ident.add_parser(name, parents=[common], help=text)
         i.add_argument("ref", metavar="KIND/NAME")
         i.set_defaults(fn=fn)
-    ident.choices["quarantine"].add_argument("--reason", default="quarantined by an admin")
+    ident.choices["quarantine"].add_argument("--reason", default="quarantined by an admin",
+                                             help="why (kept on the identity and audited)")
 
     nas = sub.add_parser("nas", help="RADIUS clients").add_subparsers(dest="sub", required=True)
-    n = nas.add_parser("add", parents=[common])
+    n = nas.add_parser("add", parents=[common], help="add a RADIUS client (switch, AP)")
     n.add_argument("name")
-    n.add_argument("--address", required=True, metavar="IP_OR_CIDR")
+    n.add_argument("--address", required=True, metavar="IP_OR_CIDR",
+                   help="source address(es) its requests come from")
     n.add_argument("--secret", required=True, help="shared secret, or - to read it from stdin")
     n.add_argument("--vendor", default="generic",
-                   choices=["generic", "cisco", "aruba", "juniper", "hostapd"])
-    n.add_argument("--site")
+                   choices=["generic", "cisco", "aruba", "juniper", "hostapd"],
+                   help="for enforcement: a cisco NAS re-authenticates a session by CoA, the "
+                        "others get a Disconnect-Request")
+    n.add_argument("--site", help="where it stands (free text)")
     n.add_argument("--allow-missing-message-authenticator", action="store_true",
                    help="UNSAFE (Blast-RADIUS): accept Access-Requests without it")
     n.set_defaults(fn=cmd_nas_add)
-    nas.add_parser("list", parents=[common]).set_defaults(fn=cmd_nas_list)
-    n = nas.add_parser("remove", parents=[common])
+    nas.add_parser("list", parents=[common], help="RADIUS clients").set_defaults(
+        fn=cmd_nas_list)
+    n = nas.add_parser("remove", parents=[common], help="remove a RADIUS client")
     n.add_argument("name")
     n.set_defaults(fn=cmd_nas_remove)
 
     imp = sub.add_parser("import", parents=[common], help="bulk import from CSV or JSON")
-    imp.add_argument("file")
+    imp.add_argument("file", help="a .csv or .json file of owners and identities")
     imp.set_defaults(fn=cmd_import)
 
     aud = sub.add_parser("audit", help="the audit chain").add_subparsers(dest="sub", required=True)
-    aud.add_parser("verify", parents=[common]).set_defaults(fn=cmd_audit_verify)
-    x = aud.add_parser("show", parents=[common])
-    x.add_argument("--limit", type=int, default=50)
-    x.add_argument("--target")
+    aud.add_parser("verify", parents=[common],
+                   help="check the hash chain end to end").set_defaults(fn=cmd_audit_verify)
+    x = aud.add_parser("show", parents=[common], help="recent audit records, newest first")
+    x.add_argument("--limit", type=int, default=50, help="at most this many (50)")
+    x.add_argument("--target", help="only records about this, e.g. workload/web1")
     x.set_defaults(fn=cmd_audit_show)
 
     boot = sub.add_parser("token", help="enrollment (bootstrap) tokens").add_subparsers(
         dest="sub", required=True)
-    b = boot.add_parser("create", parents=[common])
+    b = boot.add_parser("create", parents=[common],
+                        help="a single-use token for one identity's first enrollment")
     b.add_argument("ref", metavar="KIND/NAME")
     b.add_argument("--ttl", default="15m", help="lifetime, e.g. 15m (max 24h)")
     b.set_defaults(fn=cmd_bootstrap_create)
 
     gov = sub.add_parser("governance", help="findings scan").add_subparsers(dest="sub",
                                                                           required=True)
-    gov.add_parser("scan", parents=[common]).set_defaults(fn=cmd_governance_scan)
+    gov.add_parser("scan", parents=[common],
+                   help="look for orphaned, stale, unused, unmanaged and out-of-scope "
+                        "identities now").set_defaults(fn=cmd_governance_scan)
     g = gov.add_parser("due", parents=[common], help="credentials due for rotation")
-    g.add_argument("--within", default="30d")
+    g.add_argument("--within", default="30d", metavar="DURATION",
+                   help="due within this long (30d)")
     g.set_defaults(fn=cmd_governance_due)
     ev = sub.add_parser("events", help="the event stream").add_subparsers(dest="sub",
                                                                         required=True)
-    e = ev.add_parser("tail", parents=[common])
+    e = ev.add_parser("tail", parents=[common], help="recent events, then follow new ones")
     e.add_argument("--limit", type=int, default=20, help="recent events shown first")
-    e.add_argument("--no-follow", dest="follow", action="store_false")
+    e.add_argument("--no-follow", dest="follow", action="store_false",
+                   help="print the recent events and stop")
     e.set_defaults(fn=cmd_events_tail)
     fnd = sub.add_parser("findings", help="governance findings").add_subparsers(
         dest="sub", required=True)
-    f = fnd.add_parser("list", parents=[common])
-    f.add_argument("--type", choices=sorted(SEVERITY))
+    f = fnd.add_parser("list", parents=[common], help="open findings")
+    f.add_argument("--type", choices=sorted(SEVERITY), help="only this type")
     f.add_argument("--all", action="store_true", help="include resolved findings")
     f.set_defaults(fn=cmd_findings_list)
-    for name, fn in (("show", cmd_findings_show), ("ack", cmd_findings_ack)):
-        f = fnd.add_parser(name, parents=[common])
+    for name, fn, text in (("show", cmd_findings_show, "one finding"),
+                           ("ack", cmd_findings_ack,
+                            "acknowledge a finding (it stays until its cause is gone)")):
+        f = fnd.add_parser(name, parents=[common], help=text)
         f.add_argument("id", type=int)
         f.set_defaults(fn=fn)
 
     seg = sub.add_parser("segments", help="segment maps").add_subparsers(dest="sub",
                                                                         required=True)
-    seg.add_parser("show", parents=[common]).set_defaults(fn=cmd_segments_show)
-    for name, fn in (("validate", cmd_segments_validate), ("diff", cmd_segments_diff)):
-        x = seg.add_parser(name, parents=[common])
-        x.add_argument("file")
+    seg.add_parser("show", parents=[common], help="the segment map in force").set_defaults(
+        fn=cmd_segments_show)
+    for name, fn, text in (
+            ("validate", cmd_segments_validate, "check a map file; errors give line and reason"),
+            ("diff", cmd_segments_diff, "which identities a map file would move, and where")):
+        x = seg.add_parser(name, parents=[common], help=text)
+        x.add_argument("file", help="a segment map (YAML)")
         x.set_defaults(fn=fn)
-    x = seg.add_parser("apply", parents=[common])
-    x.add_argument("file")
+    x = seg.add_parser("apply", parents=[common],
+                       help="validate a map file and put it in force (a new version)")
+    x.add_argument("file", help="a segment map (YAML)")
     x.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    x.add_argument("--comment")
+    x.add_argument("--comment", help="why (kept in the history and the audit trail)")
     x.set_defaults(fn=cmd_segments_apply)
-    seg.add_parser("history", parents=[common]).set_defaults(fn=cmd_segments_history)
-    x = seg.add_parser("rollback", parents=[common])
+    seg.add_parser("history", parents=[common], help="every version applied").set_defaults(
+        fn=cmd_segments_history)
+    x = seg.add_parser("rollback", parents=[common],
+                       help="put an earlier version in force again (as a new version)")
     x.add_argument("version", type=int)
-    x.add_argument("--yes", action="store_true")
+    x.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     x.set_defaults(fn=cmd_segments_rollback)
 
     ca = sub.add_parser("ca", help="the internal CA").add_subparsers(dest="sub", required=True)
-    c = ca.add_parser("init", parents=[common])
-    c.add_argument("--trust-domain")
-    c.add_argument("--key-type", choices=["p256", "p384", "ed25519", "rsa3072"])
+    c = ca.add_parser("init", parents=[common],
+                      help="create a root and an issuing CA (nhi-nac init does this once)")
+    c.add_argument("--trust-domain", help="SPIFFE trust domain (default: ca.trust_domain)")
+    c.add_argument("--key-type", choices=["p256", "p384", "ed25519", "rsa3072"],
+                   help="CA key type (default: ca.key_type, p256)")
     c.add_argument("--replace", action="store_true",
                    help="set aside the CA there (init made one) if it has issued nothing")
     c.set_defaults(fn=cmd_ca_init)
     c = ca.add_parser("fingerprint", parents=[common],
                       help="SHA-256 of the root CA certificate (for enroll --root-fingerprint)")
     c.set_defaults(fn=cmd_ca_fingerprint)
-    c = ca.add_parser("export-root", parents=[common])
-    c.add_argument("-o", "--output", required=True)
+    c = ca.add_parser("export-root", parents=[common],
+                      help="copy the root key (still encrypted) to a new file")
+    c.add_argument("-o", "--output", required=True, help="the new file (0600)")
     c.add_argument("--offline", action="store_true", help="remove the root key from here")
     c.set_defaults(fn=cmd_ca_export_root)
+    c = ca.add_parser("renew", parents=[common],
+                      help="extend the issuing CA's life: same name and key, certified "
+                           "again by the root (what it issued stays valid)")
+    c.add_argument("--root-key", metavar="FILE",
+                   help="the root key 'ca export-root' wrote, if it is not here")
+    c.add_argument("--cert", metavar="FILE",
+                   help="a renewal signed elsewhere (a CA brought in with 'ca import')")
+    c.add_argument("--chain", metavar="FILE",
+                   help="with --cert: the certificates above it, if they changed")
+    c.set_defaults(fn=cmd_ca_renew)
     c = ca.add_parser("import", parents=[common], help="bring your own issuing CA")
-    c.add_argument("--cert", required=True)
-    c.add_argument("--key", required=True)
+    c.add_argument("--cert", required=True, help="the issuing CA's certificate (PEM)")
+    c.add_argument("--key", required=True, help="its private key (PEM, maybe encrypted)")
     c.add_argument("--chain", required=True, help="certificates above it, up to the root")
-    c.add_argument("--key-passphrase-file")
+    c.add_argument("--key-passphrase-file", help="passphrase of an encrypted --key")
     c.add_argument("--replace", action="store_true",
                    help="set aside the CA there (init made one) if it has issued nothing")
     c.set_defaults(fn=cmd_ca_import)
     cert = sub.add_parser("cert", help="issued certificates").add_subparsers(dest="sub",
                                                                            required=True)
-    c = cert.add_parser("list", parents=[common])
-    c.add_argument("--identity", metavar="KIND/NAME")
-    c.add_argument("--expiring-within", metavar="DURATION")
+    c = cert.add_parser("list", parents=[common], help="certificates issued to identities")
+    c.add_argument("--identity", metavar="KIND/NAME", help="only this identity's")
+    c.add_argument("--expiring-within", metavar="DURATION",
+                   help="only valid ones that end within this long (e.g. 7d), soonest first")
     c.set_defaults(fn=cmd_cert_list)
-    c = cert.add_parser("show", parents=[common])
-    c.add_argument("serial")
+    c = cert.add_parser("show", parents=[common], help="one certificate, with its PEM")
+    c.add_argument("serial", help="hexadecimal (as cert list prints it)")
     c.set_defaults(fn=cmd_cert_show)
-    c = cert.add_parser("revoke", parents=[common])
+    c = cert.add_parser("revoke", parents=[common],
+                        help="revoke a certificate, or an identity's (and its descendants')")
     c.add_argument("serial", nargs="?")
-    c.add_argument("--identity", metavar="KIND/NAME")
+    c.add_argument("--identity", metavar="KIND/NAME",
+                   help="every valid certificate of it and its descendants")
     c.add_argument("--reason", default="unspecified",
                    help="RFC 5280 reason, e.g. keyCompromise; a revoked certificate can be "
                         "raised to keyCompromise, and a certificateHold made permanent")
     c.set_defaults(fn=cmd_cert_revoke)
     c = cert.add_parser("release", parents=[common],
                         help="take a certificate off hold (revoked as certificateHold)")
-    c.add_argument("serial")
+    c.add_argument("serial", nargs="?")
+    c.add_argument("--identity", metavar="KIND/NAME",
+                   help="every held certificate of it and its descendants")
     c.set_defaults(fn=cmd_cert_release)
     e = sub.add_parser("enroll", parents=[common], help="enroll this host (workload side)")
     e.add_argument("--server", required=True, help="base URL of the nhi-nac API")
@@ -747,7 +826,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --renew: only once the renewal time (60-67%% of the "
                         "lifetime) has come")
     e.add_argument("--key-type", default="p256", choices=["p256", "p384", "ed25519",
-                                                          "rsa3072"])
+                                                          "rsa3072"],
+                   help="the key generated here, on first enrollment (p256)")
     e.add_argument("--validity", help="requested lifetime, e.g. 24h (within the profile)")
     e.add_argument("--dns", action="append", metavar="NAME",
                    help="a DNS name for the certificate besides its SPIFFE ID (repeat for "
@@ -765,7 +845,7 @@ def build_parser() -> argparse.ArgumentParser:
     coa = sub.add_parser("coa", help="RFC 5176 enforcement").add_subparsers(dest="sub",
                                                                            required=True)
     c = coa.add_parser("status", parents=[common], help="requests sent and their answers")
-    c.add_argument("--limit", type=int, default=50)
+    c.add_argument("--limit", type=int, default=50, help="at most this many (50)")
     c.set_defaults(fn=cmd_coa_status)
 
     agent = sub.add_parser("agent", help="AI agents").add_subparsers(dest="sub", required=True)
@@ -779,8 +859,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allowed label values; repeat a key for several values")
     g.set_defaults(fn=cmd_agent_ceiling)
     g = agent.add_parser("grants", parents=[common], help="dynamic grants")
-    g.add_argument("--identity", metavar="KIND/NAME")
-    g.add_argument("--status", choices=GRANT_STATES)
+    g.add_argument("--identity", metavar="KIND/NAME", help="only this identity's")
+    g.add_argument("--status", choices=GRANT_STATES, help="only grants in this state")
     g.set_defaults(fn=cmd_agent_grants)
     for name, approve in (("approve", True), ("deny", False)):
         g = agent.add_parser(name, parents=[common], help=f"{name} a pending grant")
@@ -791,12 +871,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("label", metavar="KEY=VALUE")
     g.add_argument("--for", dest="duration", required=True, help="how long, e.g. 30m")
     g = agent.add_parser("spawn", parents=[common], help="(agent side) create a sub-agent")
-    g.add_argument("--name", required=True)
-    g.add_argument("--scope", action="append", default=[], metavar="K=V")
+    g.add_argument("--name", required=True, help="the sub-agent's name")
+    g.add_argument("--scope", action="append", default=[], metavar="K=V",
+                   help="a label (repeat); within the parent's own scope")
     g.add_argument("--out", required=True, help="directory for the child's key and cert")
     g.add_argument("--lifetime", help="child certificate lifetime (<= the parent's)")
     g.add_argument("--key-type", default="p256", choices=["p256", "p384", "ed25519",
-                                                          "rsa3072"])
+                                                          "rsa3072"],
+                   help="the child's key, generated here (p256)")
     for g in (agent.choices["request"], agent.choices["spawn"]):
         g.add_argument("--server", required=True, help="base URL of the nhi-nac API")
         g.add_argument("--dir", required=True,
@@ -804,21 +886,28 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--ca-file", help="CA bundle to trust for an https:// server")
 
     rep = sub.add_parser("report", help="reports").add_subparsers(dest="sub", required=True)
-    r = rep.add_parser("compliance", parents=[common])
-    r.add_argument("--framework", required=True, choices=sorted(FRAMEWORKS))
-    r.add_argument("--format", default="html", choices=sorted(RENDERERS))
+    r = rep.add_parser("compliance", parents=[common],
+                       help="evidence for a framework's controls, from the inventory and audit")
+    r.add_argument("--framework", required=True, choices=sorted(FRAMEWORKS),
+                   help="the controls to report on")
+    r.add_argument("--format", default="html", choices=sorted(RENDERERS),
+                   help="html (default; print it to PDF from a browser), json or csv")
     r.add_argument("-o", "--output", help="file to write (default: stdout)")
     r.set_defaults(fn=cmd_report_compliance)
 
     tok = sub.add_parser("api-token", help="API tokens").add_subparsers(dest="sub", required=True)
-    t = tok.add_parser("create", parents=[common])
+    t = tok.add_parser("create", parents=[common],
+                       help="a bearer token for the HTTP API (printed once)")
     t.add_argument("name")
-    t.add_argument("--role", required=True, choices=["admin", "auditor", "enroller"])
+    t.add_argument("--role", required=True, choices=["admin", "auditor", "enroller"],
+                   help="admin changes anything, auditor reads, enroller mints bootstrap "
+                        "tokens")
     t.set_defaults(fn=cmd_token_create)
-    t = tok.add_parser("revoke", parents=[common])
+    t = tok.add_parser("revoke", parents=[common], help="stop accepting an API token")
     t.add_argument("name")
     t.set_defaults(fn=cmd_token_revoke)
-    tok.add_parser("list", parents=[common]).set_defaults(fn=cmd_token_list)
+    tok.add_parser("list", parents=[common], help="API tokens (never their secret)").set_defaults(
+        fn=cmd_token_list)
     return p
 
 

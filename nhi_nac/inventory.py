@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.x509 import ReasonFlags
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import pki
@@ -361,6 +361,31 @@ class Inventory:
             return await revoke_identity_certificates(s, row, flag.value, actor=actor,
                                                       now=now)
 
+    async def release_certificates(self, ref: IdentityRef, *, actor: str) -> list[str]:
+        """Take every held (``certificateHold``) certificate of ``ref`` and of its
+        descendants off hold, in one transaction: what ``revoke_certificates`` with that
+        reason put on hold. Certificates past their notAfter, and those of a retired
+        descendant, stay as they are; a retired ``ref`` is refused. Returns the serials
+        (the caller re-signs the CRL; the events let RADIUS admit them again)."""
+        now = self.clock()
+        async with self.db.transaction() as s:
+            row = await self._identity(s, ref)
+            if row.status == IdentityStatus.RETIRED:
+                raise Conflict(f"{ref} is retired: its certificates stay revoked")
+            live = {r.id: f"{r.kind}/{r.name}" for r in [row, *await descendants(s, row.id)]
+                    if r.status != IdentityStatus.RETIRED}
+            creds = (await s.scalars(select(Credential).where(
+                Credential.identity_id.in_(list(live)), Credential.type == "certificate",
+                Credential.status == "revoked",
+                Credential.revocation_reason == ReasonFlags.certificate_hold.value,
+                queries.unexpired(now)).order_by(Credential.id))).all()
+            root = live[row.id]
+            for cred in creds:
+                owner_ref = live[cred.identity_id]
+                await release_credential(s, cred, identity=owner_ref, actor=actor, now=now,
+                                         cause=None if owner_ref == root else root)
+            return [cred.serial or "" for cred in creds]
+
     async def quarantine_state(self, ref: IdentityRef) -> tuple[dt.datetime | None, str | None]:
         async with self.db.read() as s:
             row = await self._identity(s, ref)
@@ -373,10 +398,17 @@ class Inventory:
         if new == IdentityStatus.RETIRED:
             row.retired_at = now
             # Credentials of a retired identity are dead; the CA publishes the revocation.
+            # One on hold is made permanent (it can no longer be released) and keeps the
+            # date of its hold, as pki.reason_may_change allows.
             for cred in (await s.scalars(select(Credential).where(
-                    Credential.identity_id == row.id, Credential.status == "active"))).all():
-                cred.status, cred.revoked_at = "revoked", now
-                cred.revocation_reason = "cessationOfOperation"
+                    Credential.identity_id == row.id, or_(
+                        Credential.status == "active",
+                        (Credential.status == "revoked") & (
+                            Credential.revocation_reason
+                            == ReasonFlags.certificate_hold.value))))).all():
+                if cred.status == "active":
+                    cred.status, cred.revoked_at = "revoked", now
+                cred.revocation_reason = ReasonFlags.cessation_of_operation.value
         after: dict[str, Any] = {"status": new.value}
         if cause:
             after["cascade_from"] = cause
@@ -644,6 +676,23 @@ async def revoke_identity_certificates(s: AsyncSession, row: Identity, reason: s
                                 cause=None if owner_ref == root else root)
         serials.append(cred.serial or "")
     return serials
+
+
+async def release_credential(s: AsyncSession, cred: Credential, *, identity: str,
+                             actor: str, now: dt.datetime, cause: str | None = None) -> None:
+    """Take one held certificate off hold in the caller's transaction (the caller has
+    checked that it is on hold, unexpired, and not a retired identity's), audited, with a
+    ``certificate.released`` event."""
+    before = {"status": "revoked", "reason": cred.revocation_reason,
+              "revoked_at": cred.revoked_at.isoformat() if cred.revoked_at else None}
+    cred.status, cred.revoked_at, cred.revocation_reason = "active", None, None
+    after: dict[str, Any] = {"status": "active"}
+    payload: dict[str, Any] = {"serial": cred.serial, "identity": identity}
+    if cause is not None:
+        after["cascade_from"] = payload["cascade_from"] = cause
+    await audit.append(s, actor=actor, action="certificate.release",
+                       target=f"certificate/{cred.serial}", before=before, after=after, now=now)
+    add_event(s, "certificate.released", payload, now)
 
 
 async def revoke_credential(s: AsyncSession, cred: Credential, reason: ReasonFlags, *,

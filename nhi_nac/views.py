@@ -46,6 +46,8 @@ class CredentialView:
     last_rotated_at: dt.datetime | None
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
+    #: The RFC 5280 reason of a revoked certificate (None while it is not).
+    revocation_reason: str | None = None
 
 
 @dataclass(frozen=True)

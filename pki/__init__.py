@@ -6,7 +6,10 @@ The service calls:
 
 - ``create_hierarchy(trust_domain, now, key_type) -> CaHierarchy`` at ``ca init``;
   ``import_issuing_ca(cert_pem, key_pem, chain_pem, now, passphrase=, trust_domain=)``
-  for bring-your-own CA; ``read_passphrase(file=|env=|credential=, environ=)`` and
+  for bring-your-own CA; ``renew_issuing_ca(ca, signer_key, now)`` (or
+  ``install_renewed_issuing_ca(ca, cert_pem, chain_pem, now)`` for one signed elsewhere)
+  to extend the issuing CA's life with the same name and key;
+  ``read_passphrase(file=|env=|credential=, environ=)`` and
   ``load_private_key(pem, passphrase)`` to load the issuing key at start.
 - ``CertificateIssuer(issuing_ca, trust_domain, crl_url=, ocsp_url=)`` once, then
   ``.issue_for_csr(csr, kind, name, profile, now, validity=, allowed_dns_names=,
@@ -75,7 +78,9 @@ from pki.hierarchy import (
     certificates_pem,
     create_hierarchy,
     import_issuing_ca,
+    install_renewed_issuing_ca,
     load_certificates,
+    renew_issuing_ca,
 )
 from pki.issuer import CertificateIssuer, IssuedCertificate, new_serial
 from pki.keys import (
@@ -156,6 +161,7 @@ __all__ = [
     "generate_private_key",
     "get_profile",
     "import_issuing_ca",
+    "install_renewed_issuing_ca",
     "load_certificates",
     "load_csr",
     "parse_csr",
@@ -168,6 +174,7 @@ __all__ = [
     "public_key_fingerprint",
     "read_credentials",
     "read_passphrase",
+    "renew_issuing_ca",
     "renewal_proof_serial",
     "renewal_time",
     "verify_renewal_proof",

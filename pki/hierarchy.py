@@ -219,6 +219,99 @@ def import_issuing_ca(
     return IssuingCa(certificate, key, tuple(path[:-1]), path[-1])
 
 
+def renew_issuing_ca(
+    ca: IssuingCa,
+    signer_key: PrivateKey,
+    now: datetime,
+    *,
+    lifetime: timedelta = INTERMEDIATE_LIFETIME,
+) -> IssuingCa:
+    """The issuing CA certified again by the CA above it: same name, same key, same
+    extensions (name constraints, pathLen, key identifiers), a new serial and a new
+    validity from ``now``, ending at ``now + lifetime`` or with its issuer, whichever is
+    first. Certificates, CRLs and OCSP answers the old certificate's key signed verify
+    under the new one too (RFC 5280 §6.1: the path is matched by name and checked with
+    the key), so nothing issued before has to change.
+
+    ``signer_key`` is the key of the issuing CA's own issuer (the root for a hierarchy
+    ``create_hierarchy`` made). Refused, with the reason, when it is another key, or when
+    the new certificate would not end later than the current one."""
+    issuer = ca.intermediates[1] if len(ca.intermediates) > 1 else ca.root
+    if public_key_der(signer_key) != public_key_der(issuer.public_key()):  # type: ignore[arg-type]
+        raise CaMaterialInvalid(
+            f"the key given is not the key of {issuer.subject.rfc4514_string()}, which "
+            "issued the issuing CA")
+    now = now.replace(microsecond=0)
+    not_after = min(now + lifetime, issuer.not_valid_after_utc)
+    _check_extends(ca.certificate, not_after, issuer)
+    old = ca.certificate
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(old.subject)
+        .issuer_name(issuer.subject)
+        .public_key(old.public_key())
+        .serial_number(_serial())
+        .not_valid_before(now)
+        .not_valid_after(not_after)
+    )
+    for extension in old.extensions:
+        builder = builder.add_extension(extension.value, critical=extension.critical)
+    renewed = builder.sign(signer_key, signature_hash(signer_key))
+    return IssuingCa(renewed, ca.key, (renewed, *ca.intermediates[1:]), ca.root)
+
+
+def install_renewed_issuing_ca(
+    ca: IssuingCa,
+    certificate_pem: bytes,
+    chain_pem: bytes | None,
+    now: datetime,
+    *,
+    trust_domain: str | None = None,
+) -> IssuingCa:
+    """A renewal of the issuing CA signed elsewhere (bring your own CA): a certificate
+    for the same name and the same key, valid now, ending later than the current one,
+    and chaining (through ``chain_pem``, by default the current chain above it) to the
+    same root, whose name constraints still admit ``trust_domain``. Anything else is
+    refused with the reason: a new key or a new root is another CA, which the
+    certificates already issued would not chain to."""
+    renewed = _single_certificate(certificate_pem)
+    if renewed.subject != ca.certificate.subject:
+        raise CaMaterialInvalid(
+            f"the renewed certificate names {renewed.subject.rfc4514_string()}, not "
+            f"{ca.certificate.subject.rfc4514_string()}")
+    if public_key_der(ca.key) != public_key_der(renewed.public_key()):  # type: ignore[arg-type]
+        raise CaMaterialInvalid(
+            "the renewed certificate is for another key; a renewal keeps the issuing "
+            "CA's key (the certificates it issued are checked with it)")
+    _check_is_ca(renewed)
+    above = load_certificates(chain_pem) if chain_pem else [*ca.intermediates[1:], ca.root]
+    path = _build_path(renewed, above)
+    if path[-1] != ca.root:
+        raise CaMaterialInvalid(
+            f"the renewed certificate chains to {path[-1].subject.rfc4514_string()}, not "
+            "to this CA's root (which workloads and supplicants trust)")
+    for cert in path:
+        _check_is_ca(cert)
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise CaMaterialInvalid(
+                f"CA certificate {cert.subject.rfc4514_string()} is not valid at "
+                f"{now:%Y-%m-%d %H:%M}")
+    _check_extends(ca.certificate, renewed.not_valid_after_utc, path[1])
+    if trust_domain is not None:
+        _check_permits_trust_domain(path, check_trust_domain(trust_domain))
+    return IssuingCa(renewed, ca.key, tuple(path[:-1]), ca.root)
+
+
+def _check_extends(current: x509.Certificate, not_after: datetime,
+                   issuer: x509.Certificate) -> None:
+    if not_after <= current.not_valid_after_utc:
+        raise CaMaterialInvalid(
+            f"the issuing CA would end at {not_after:%Y-%m-%dT%H:%M:%SZ}, no later than now "
+            f"({current.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}); its issuer "
+            f"{issuer.subject.rfc4514_string()} ends at "
+            f"{issuer.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
+
+
 def load_certificates(pem: bytes) -> list[x509.Certificate]:
     """Every certificate in a PEM bundle; an empty or broken bundle raises."""
     try:

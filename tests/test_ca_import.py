@@ -40,6 +40,7 @@ def _own_ca(tmp_path: Path, days: int) -> list[str]:
     (d / "issuing.key").write_bytes(h.issuing.key_pem(PASSPHRASE))
     (d / "chain.pem").write_bytes(h.issuing.root_pem)
     (d / "pass").write_bytes(PASSPHRASE + b"\n")
+    (d / "root.key").write_bytes(h.root_key_pem(PASSPHRASE))  # the admin's, kept elsewhere
     return ["ca", "import", "--cert", str(d / "issuing.pem"), "--key", str(d / "issuing.key"),
             "--chain", str(d / "chain.pem"), "--key-passphrase-file", str(d / "pass")]
 
@@ -148,6 +149,51 @@ def test_own_ca_after_init_metrics_and_the_issuing_ca_warning(tmp_path: Path) ->
                 break
             time.sleep(0.1)
         assert (m[("nhi_ca_crl_entries", ())], m[("nhi_ca_crl_number", ())]) == (1, number + 2)
+
+        # The imported CA is renewed instead, by the admin's own root (elsewhere): the
+        # same name and key, 400 days from now. Another key, or no certificate and no
+        # root key here, is refused and changes nothing.
+        before = _snapshot(ca_dir)
+        for args, why in ((("ca", "renew"), "the root key is not at"),
+                          (("ca", "renew", "--cert", str(tmp_path / "own-300" / "issuing.pem")),
+                           "for another key")):
+            refused = subprocess.run([*NHI, *args], env=svc.env, capture_output=True,
+                                     text=True, timeout=60)
+            assert refused.returncode == 1 and why in refused.stderr, refused.stderr
+        assert _snapshot(ca_dir) == before
+        own = tmp_path / "own-200"
+        current = pki.import_issuing_ca(*(
+            (own / name).read_bytes() for name in ("issuing.pem", "issuing.key", "chain.pem")),
+            dt.datetime.now(dt.UTC), passphrase=PASSPHRASE)
+        renewed = pki.renew_issuing_ca(
+            current, pki.load_private_key((own / "root.key").read_bytes(), PASSPHRASE),
+            dt.datetime.now(dt.UTC), lifetime=dt.timedelta(days=400))
+        (own / "renewed.pem").write_bytes(renewed.certificate_pem)
+        said = svc.cli("ca", "renew", "--cert", str(own / "renewed.pem"))
+        assert "renewed with the same key" in said, said
+        assert (ca_dir / "issuing.pem").read_bytes() == renewed.certificate_pem
+        assert next(ca_dir.glob("issuing-until-*.pem")).read_bytes() == before["issuing.pem"]
+        # The CRL the renewed CA signs lists what the old certificate issued: openssl
+        # refuses that certificate, checked against the renewed chain and the CRL.
+        (tmp_path / "crl.pem").write_bytes((ca_dir / "crl.pem").read_bytes())
+        revoked = subprocess.run(
+            [require_tool("openssl", "openssl"), "verify", "-crl_check", "-CAfile", str(root),
+             "-CRLfile", str(tmp_path / "crl.pem"), "-untrusted", str(ca_dir / "chain.pem"),
+             str(out / "cert.pem")], capture_output=True, text=True, timeout=60)
+        assert revoked.returncode != 0 and "certificate revoked" in revoked.stdout + \
+            revoked.stderr, revoked.stdout + revoked.stderr
+        # The running service takes the renewed CA up within seconds, no restart: the
+        # 300-day device certificate refused above is issued, and the metric follows.
+        for _ in range(50):
+            done = enroll("--validity", "300d")
+            if done.returncode == 0:
+                break
+            time.sleep(0.2)
+        assert done.returncode == 0, done.stderr
+        assert (out / "chain.pem").read_bytes() == renewed.chain_pem
+        _openssl("verify", "-CAfile", str(root), "-untrusted", str(out / "chain.pem"),
+                 str(out / "cert.pem"))
+        assert _metrics(svc)[(expiry, ("issuing",))] == _not_after(ca_dir / "issuing.pem")
     finally:
         log = svc.stop()
     warned = [line for line in log.splitlines() if "ca.issuing_ca_ending" in line]

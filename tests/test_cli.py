@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -261,3 +262,69 @@ def test_ca_export_root_keeps_the_key_until_the_copy_is_on_disk(
         _openssl("x509", "-in", str(tmp_path / "data" / "ca" / "root.pem"), "-noout", "-pubkey")
     gone = run(env, "ca", "export-root", "-o", str(tmp_path / "again.key"), ok=False)
     assert gone.returncode == 1 and "not on this machine" in gone.stderr
+
+    # Years later the issuing CA is renewed with the root key brought back for the
+    # occasion: same name and key, a later notAfter; nothing changes without the key.
+    ca = tmp_path / "data" / "ca"
+    old = {p.name: p.read_bytes() for p in ca.iterdir() if p.is_file()}
+    without = run(env, "ca", "renew", ok=False)
+    assert without.returncode == 1 and "the root key is not at" in without.stderr
+    wrong = tmp_path / "wrong-root.key"
+    wrong.write_bytes(old["issuing.key"])  # a key the passphrase opens, not the root's
+    refused = run(env, "ca", "renew", "--root-key", str(wrong), ok=False)
+    assert refused.returncode == 1 and "is not the key of" in refused.stderr, refused.stderr
+    assert {p.name: p.read_bytes() for p in ca.iterdir() if p.is_file()} == old
+    time.sleep(1.1)  # notAfter has whole seconds: the renewal must end later
+    said = run(env, "ca", "renew", "--root-key", str(out)).stdout
+    assert "renewed with the same key" in said, said
+
+    def x509_field(path: Path, *flags: str) -> str:
+        return _openssl("x509", "-in", str(path), "-noout", *flags)
+    for flags in (("-subject",), ("-pubkey",), ("-ext", "nameConstraints,basicConstraints,"
+                                                      "subjectKeyIdentifier")):
+        assert x509_field(ca / "issuing.pem", *flags) == x509_field(
+            next(ca.glob("issuing-until-*.pem")), *flags)
+    assert x509_field(ca / "issuing.pem", "-serial") != x509_field(
+        next(ca.glob("issuing-until-*.pem")), "-serial")
+
+    def ends(path: Path) -> dt.datetime:
+        text = x509_field(path, "-enddate").strip().split("=", 1)[1]
+        return dt.datetime.strptime(text, "%b %d %H:%M:%S %Y GMT")
+    assert ends(ca / "issuing.pem") > ends(next(ca.glob("issuing-until-*.pem")))
+    # What the old certificate issued verifies under the renewed one (the OCSP responder
+    # made at init is still on the old file's side), and so does what it issues now.
+    (tmp_path / "old-ocsp.pem").write_bytes(old["ocsp.pem"])
+    for leaf in (tmp_path / "old-ocsp.pem", ca / "ocsp.pem",
+                 tmp_path / "data" / "radius" / "server.pem"):
+        _openssl("verify", "-CAfile", str(ca / "root.pem"), "-untrusted",
+                 str(ca / "chain.pem"), str(leaf))
+    assert (ca / "chain.pem").read_bytes() == (ca / "issuing.pem").read_bytes()
+    assert not key.exists()  # the root key stays offline
+
+
+def test_every_command_and_option_explains_itself() -> None:
+    """``nhi-nac X --help`` is what an operator reads first: every subcommand, at every
+    level, has a line in its parent's help, and every --option says what it does."""
+    import argparse
+
+    from nhi_nac.cli import build_parser
+
+    missing: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                listed = {c.dest for c in action._choices_actions if c.help}
+                for name, sub in action.choices.items():
+                    if name not in listed:
+                        missing.append(f"{path} {name}")
+                    walk(sub, f"{path} {name}")
+            elif action.option_strings and not action.help:
+                missing.append(f"{path} {action.option_strings[-1]}")
+
+    walk(build_parser(), "nhi-nac")
+    assert missing == []
+    listing = run({**os.environ}, "cert", "--help").stdout
+    for line in ("list", "show", "revoke", "release"):
+        assert any(row.split()[:1] == [line] and len(row.split()) > 1
+                   for row in listing.splitlines()), listing

@@ -355,6 +355,22 @@ async def test_admin_revokes_certificates_from_the_identity_page(
             await page.get_by_role("button", name="Log in").click()
             await page.goto(server + "/ui/identities/workload/billing")
             page.on("dialog", lambda d: d.accept())
+            # On hold, then taken off hold (the auditor sees the hold, not the button).
+            assert await page.get_by_role("button", name="Release held certificates") \
+                .count() == 0
+            await page.get_by_label("reason (RFC 5280)").select_option("certificateHold")
+            await page.get_by_role("button", name="Revoke certificates").click()
+            await page.wait_for_selector(f"text=revoked 1 certificate(s): {bundle.serial}")
+            await aud.reload()
+            assert await aud.get_by_text("revoked (certificateHold)").count() == 1
+            assert await aud.get_by_role("button", name="Release held certificates") \
+                .count() == 0
+            await page.get_by_role("button", name="Release held certificates").click()
+            await page.wait_for_selector(f"text=released 1 certificate(s): {bundle.serial}")
+            assert (await ca.serial_status(int(bundle.serial, 16))).status \
+                is pki.CertStatus.GOOD
+            assert await page.get_by_role("button", name="Release held certificates") \
+                .count() == 0
             await page.get_by_label("reason (RFC 5280)").select_option("keyCompromise")
             await page.get_by_role("button", name="Revoke certificates").click()
             await page.wait_for_selector(f"text=revoked 1 certificate(s): {bundle.serial}")

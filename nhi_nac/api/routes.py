@@ -352,7 +352,7 @@ async def revoke_certificate(request: web.Request) -> web.Response:
 
 async def release_certificate(request: web.Request) -> web.Response:
     serial = await _ca(request).release(request.match_info["serial"], actor=_actor(request))
-    return _json({"released": serial})
+    return _json({"released": [serial]})
 
 
 async def revoke_identity_certificates(request: web.Request) -> web.Response:
@@ -361,6 +361,11 @@ async def revoke_identity_certificates(request: web.Request) -> web.Response:
                                         reason=_str(d, "reason") or "unspecified",
                                         actor=_actor(request))
     return _json({"revoked": revoked})
+
+
+async def release_identity_certificates(request: web.Request) -> web.Response:
+    released = await _ca(request).release_identity(_ref(request), actor=_actor(request))
+    return _json({"released": released})
 
 
 async def quarantine_identity(request: web.Request) -> web.Response:
@@ -474,6 +479,8 @@ ROUTES: tuple[Route, ...] = (
           "Take a certificate off hold (certificateHold)", ADMIN),
     Route("POST", _IDENT_PATH + "/revoke-certificates", revoke_identity_certificates,
           "Revoke every active certificate of an identity", ADMIN, {"reason": "string"}),
+    Route("POST", _IDENT_PATH + "/release-certificates", release_identity_certificates,
+          "Take the held certificates of an identity and its descendants off hold", ADMIN),
     Route("POST", _IDENT_PATH + "/quarantine", quarantine_identity,
           "Quarantine an identity and its descendants (fallback segment + CoA)", ADMIN,
           {"reason": "string"}),

@@ -71,7 +71,7 @@ def listed_revoked_params(now: dt.datetime) -> dict[str, Any]:
 def credential_view(c: Any) -> CredentialView:
     """From a Credential row or ORM object (same attribute names)."""
     return CredentialView(c.type, c.fingerprint, c.serial, c.profile, c.status, c.created_at,
-                          c.last_rotated_at, c.expires_at, c.revoked_at)
+                          c.last_rotated_at, c.expires_at, c.revoked_at, c.revocation_reason)
 
 
 def macs_of(conn: Connection, ids: Sequence[int]) -> dict[int, tuple[str, ...]]:
@@ -104,7 +104,7 @@ _WITH_OWNER = select(
 _CREDENTIALS = select(
     Credential.type, Credential.fingerprint, Credential.serial, Credential.profile,
     Credential.status, Credential.created_at, Credential.last_rotated_at, Credential.expires_at,
-    Credential.revoked_at,
+    Credential.revoked_at, Credential.revocation_reason,
 ).where(Credential.identity_id == bindparam("id")).order_by(Credential.created_at, Credential.id)
 _MACS_OF = select(IdentityMac.mac, IdentityMac.identity_id).where(
     IdentityMac.identity_id.in_(bindparam("ids", expanding=True))).order_by(IdentityMac.mac)

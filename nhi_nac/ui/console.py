@@ -253,11 +253,14 @@ async def identity(request: web.Request) -> web.Response:
                ("retire", "Retire")]
     revocable = CA in request.app and any(c.type == "certificate" and c.status == "active"
                                           for c in view.credentials)
+    held = CA in request.app and any(
+        c.type == "certificate" and c.revocation_reason == "certificateHold"
+        for c in view.credentials)
     return render(request, "identity.html", v=view, findings=findings, actions=actions,
                   sessions=sessions, admissions=[_admission_json(a) for a in recent],
                   children=children, quarantined_at=quarantined_at,
                   quarantine_reason=quarantine_reason, ceiling=ceiling, grants=grants,
-                  revocable=revocable, reasons=list(pki.REASONS))
+                  revocable=revocable, held=held, reasons=list(pki.REASONS))
 
 
 _STATUS_OF = {"suspend": "suspended", "reactivate": "active", "retire": "retired"}
@@ -266,7 +269,7 @@ _STATUS_OF = {"suspend": "suspended", "reactivate": "active", "retire": "retired
 async def identity_action(request: web.Request) -> web.Response:
     session = _admin(request)
     action = request.match_info["action"]
-    if action not in (*_STATUS_OF, "quarantine", "release", "revoke"):
+    if action not in (*_STATUS_OF, "quarantine", "release", "revoke", "release-certificates"):
         raise web.HTTPNotFound()
     ref = _ref(request)
     actor = f"ui:{session.principal.name}"
@@ -286,6 +289,12 @@ async def identity_action(request: web.Request) -> web.Response:
             serials = await request.app[CA].revoke(
                 identity=ref, reason=str(form.get("reason") or "unspecified"), actor=actor)
             msg = f"revoked {len(serials)} certificate(s): {', '.join(serials) or 'none active'}"
+        elif action == "release-certificates":
+            # Every held certificate of the identity and its descendants.
+            if CA not in request.app:
+                raise web.HTTPNotFound()
+            serials = await request.app[CA].release_identity(ref, actor=actor)
+            msg = f"released {len(serials)} certificate(s): {', '.join(serials) or 'none held'}"
         else:
             await inventory.set_status(ref, _STATUS_OF[action], actor=actor)
             msg = f"{ref} is now {_STATUS_OF[action]}"

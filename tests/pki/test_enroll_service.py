@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import func, select
 
 import pki
-from nhi_nac import audit, enroll_client
+from nhi_nac import apitokens, audit, enroll_client
 from nhi_nac.api.server import make_app
 from nhi_nac.bootstrap_tokens import create_bootstrap_token, create_bootstrap_tokens
 from nhi_nac.ca_service import CaService
@@ -279,7 +279,6 @@ async def test_expiring_within_lists_what_is_about_to_lapse_not_what_has(lab: La
     ``expired`` and stay out of "expiring within", which lists the valid ones that end
     soon and that no newer certificate of the identity has superseded (CLI ``cert list
     --expiring-within``, API ``?expiring_within=``)."""
-    from nhi_nac import apitokens
 
     serials = []
     for _ in range(3):  # three days of daily certificates
@@ -870,12 +869,85 @@ async def test_a_certificate_on_hold_is_released_and_nothing_else_is(
     # Released once, it is an ordinary certificate: revoked again, released again.
     await lab.ca.revoke(serial=api, reason="certificateHold", actor="t")
     assert await lab.ca.release(api, actor="t") == api
-    # Not once the identity is retired, nor past the certificate's notAfter.
+    # Retiring the identity makes its hold permanent (cessationOfOperation, the hold's
+    # date kept), so it cannot be released; nor can one past its notAfter.
     await lab.ca.revoke(serial=api, reason="certificateHold", actor="t")
+    held_at = _crl_entry(lab.ca, api).revocation_date_utc
     await lab.inv.set_status(IdentityRef.parse("workload/api"), "retired", actor="t")
+    await lab.ca.publish_crl()
+    assert _crl_reason(_crl_entry(lab.ca, api)) is x509.ReasonFlags.cessation_of_operation
+    assert _crl_entry(lab.ca, api).revocation_date_utc == held_at
+    with pytest.raises(Conflict, match=r"is revoked \(cessationOfOperation\)"):
+        await lab.ca.release(api, actor="t")
+    # A hold a retired identity kept from before that rule is not released either.
+    async with lab.inv.db.transaction() as s:
+        cred = await s.scalar(select(Credential).where(Credential.serial == api))
+        assert cred is not None
+        cred.revocation_reason = "certificateHold"
     with pytest.raises(Conflict, match="workload/api, which is retired"):
         await lab.ca.release(api, actor="t")
     await lab.ca.revoke(serial=batch, reason="certificateHold", actor="t")
     lab.clock.now += dt.timedelta(days=2)
     with pytest.raises(Conflict, match="expired at .*nothing to release"):
         await lab.ca.release(batch, actor="t")
+
+
+async def test_an_identity_and_its_descendants_are_released_from_hold_together(
+        lab: Lab) -> None:
+    """``revoke(identity=…, reason="certificateHold")`` has its counterpart: one call (CLI
+    ``cert release --identity``, API ``…/release-certificates``) takes every held
+    certificate of the family off hold, and nothing else."""
+    await lab.inv.add_identity(NewIdentity.build("workload", "billing-job", OWNER,
+                                                 parent="workload/billing"), actor="t")
+    serials = {}
+    for key, name in (("b1", "billing"), ("b2", "billing"), ("job", "billing-job"),
+                      ("api", "api")):
+        code, body = await lab.enroll(await lab.token(f"workload/{name}"), csr_for(name))
+        assert code == 201, body
+        serials[key] = body["serial"]
+    b1, b2, job, api = serials["b1"], serials["b2"], serials["job"], serials["api"]
+    billing = IdentityRef.parse("workload/billing")
+    assert sorted(await lab.ca.revoke(identity=billing, reason="certificateHold",
+                                      actor="t")) == sorted([b1, b2, job])
+    await lab.ca.revoke(serial=b2, reason="keyCompromise", actor="t")  # no longer a hold
+    await lab.ca.revoke(serial=api, reason="certificateHold", actor="t")  # not the family
+
+    path = "/api/v1/identities/workload/billing/release-certificates"
+    auditor = await apitokens.create_token(lab.inv, "auditor", "auditor", actor="t")
+    before = await lab.counts()
+    r = await lab.client.post(path, headers={"Authorization": f"Bearer {auditor}"})
+    assert r.status == 403 and await lab.counts() == before
+    admin = {"Authorization": "Bearer "
+             + await apitokens.create_token(lab.inv, "admin", "admin", actor="t")}
+    r = await lab.client.post(path, headers=admin)
+    assert r.status == 200
+    assert sorted((await r.json())["released"]) == sorted([b1, job])
+    for serial, status in ((b1, pki.CertStatus.GOOD), (job, pki.CertStatus.GOOD),
+                           (b2, pki.CertStatus.REVOKED), (api, pki.CertStatus.REVOKED)):
+        assert (await lab.ca.serial_status(int(serial, 16))).status is status, serial
+    assert lab.ca.crl is not None
+    listed = {e.serial_number for e in x509.load_der_x509_crl(lab.ca.crl.der)}
+    assert listed == {int(b2, 16), int(api, 16)}
+    async with lab.inv.db.read() as s:
+        events = (await s.scalars(select(OutboxEvent).where(
+            OutboxEvent.type == "certificate.released").order_by(OutboxEvent.id))).all()
+    assert sorted((e.payload["serial"], e.payload.get("cascade_from")) for e in events) \
+        == sorted([(b1, None), (job, "workload/billing")])
+    r = await lab.client.post(path, headers=admin)
+    assert (r.status, (await r.json())["released"]) == (200, [])
+    # The serial endpoint answers in the same shape.
+    r = await lab.client.post(f"/api/v1/certificates/{api}/release", headers=admin)
+    assert (r.status, await r.json()) == (200, {"released": [api]})
+
+    # A retired descendant's hold became permanent and stays; a retired identity is
+    # refused, changing nothing.
+    await lab.ca.revoke(identity=billing, reason="certificateHold", actor="t")
+    await lab.inv.set_status(IdentityRef.parse("workload/billing-job"), "retired",
+                             actor="t")
+    assert await lab.ca.release_identity(billing, actor="t") == [b1]
+    assert (await lab.ca.serial_status(int(job, 16))).status is pki.CertStatus.REVOKED
+    await lab.inv.set_status(billing, "retired", actor="t")
+    before = await lab.counts()
+    r = await lab.client.post(path, headers=admin)
+    assert r.status == 409 and "is retired" in (await r.json())["detail"]
+    assert await lab.counts() == before

@@ -16,6 +16,7 @@ from pki import (
     CaHierarchy,
     CaMaterialInvalid,
     CertificateIssuer,
+    IssuingCa,
     KeyType,
     PolicyViolation,
     PrivateKey,
@@ -23,7 +24,9 @@ from pki import (
     create_hierarchy,
     generate_private_key,
     import_issuing_ca,
+    install_renewed_issuing_ca,
     private_key_pem,
+    renew_issuing_ca,
 )
 from pki.keys import signature_hash
 from tests.interop import require_tool
@@ -244,3 +247,76 @@ def test_import_refuses_issuing_ca_without_crl_sign() -> None:
             certificates_pem([root]),
             NOW,
         )
+
+
+def test_renewing_the_issuing_ca_keeps_its_name_key_and_extensions(
+        hierarchy: CaHierarchy) -> None:
+    """``ca renew``: the issuing CA certified again by the root, so what it issued, its
+    CRLs and OCSP answers verify under the new certificate, which ends later."""
+    assert hierarchy.root_key is not None
+    old = hierarchy.issuing
+    issuer = CertificateIssuer(old, TRUST_DOMAIN, crl_url="http://c", ocsp_url="http://o")
+    leaf = x509.load_der_x509_certificate(
+        issuer.issue(generate_private_key().public_key(), "device", "d1", "device", NOW).der)
+    later = NOW + timedelta(days=1000)
+    renewed = renew_issuing_ca(old, hierarchy.root_key, later)
+    cert = renewed.certificate
+    assert (cert.subject, cert.public_key(), cert.issuer) == (
+        old.certificate.subject, old.certificate.public_key(), hierarchy.root.subject)
+    assert list(cert.extensions) == list(old.certificate.extensions)
+    assert cert.serial_number != old.certificate.serial_number
+    assert cert.not_valid_before_utc == later
+    assert cert.not_valid_after_utc == later + INTERMEDIATE_LIFETIME
+    assert renewed.intermediates == (cert,) and renewed.root == old.root
+    assert renewed.key is old.key
+    cert.verify_directly_issued_by(hierarchy.root)
+    leaf.verify_directly_issued_by(cert)  # issued under the old certificate
+    # Never past the root: near the root's end, the renewal ends with it.
+    near_end = hierarchy.root.not_valid_after_utc - timedelta(days=100)
+    assert renew_issuing_ca(old, hierarchy.root_key, near_end).certificate \
+        .not_valid_after_utc == hierarchy.root.not_valid_after_utc
+
+
+def test_renewal_refusals(hierarchy: CaHierarchy, tmp_path: Path) -> None:
+    assert hierarchy.root_key is not None
+    old = hierarchy.issuing
+    with pytest.raises(CaMaterialInvalid, match="is not the key of .*Root CA"):
+        renew_issuing_ca(old, old.key, NOW + timedelta(days=1))
+    # A renewal that would not end later than now (a root ending sooner) is pointless.
+    short_root = create_hierarchy(TRUST_DOMAIN, NOW, root_lifetime=timedelta(days=30),
+                                  intermediate_lifetime=timedelta(days=30))
+    assert short_root.root_key is not None
+    with pytest.raises(CaMaterialInvalid, match="no later than now"):
+        renew_issuing_ca(short_root.issuing, short_root.root_key, NOW + timedelta(days=1))
+
+    good = renew_issuing_ca(old, hierarchy.root_key, NOW + timedelta(days=1))
+    assert install_renewed_issuing_ca(old, good.certificate_pem, None, NOW + timedelta(
+        days=1), trust_domain=TRUST_DOMAIN).certificate == good.certificate
+    other = create_hierarchy(TRUST_DOMAIN, NOW)
+    assert other.root_key is not None
+    renamed = _certify(old, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")]),
+                       hierarchy.root, hierarchy.root_key)
+    same_key_other_root = _certify(old, old.certificate.subject, other.root, other.root_key)
+    for pem, chain, why in (
+            (other.issuing.certificate_pem, None, "for another key"),
+            (renamed, None, "names CN=x, not"),
+            (same_key_other_root, other.issuing.root_pem, "not to this CA's root"),
+            (good.certificate_pem + good.certificate_pem, None, "expected one"),
+            (old.certificate_pem, None, "no later than now")):
+        with pytest.raises(CaMaterialInvalid, match=why):
+            install_renewed_issuing_ca(old, pem, chain, NOW + timedelta(days=1))
+    # Not valid yet at the moment of installing.
+    with pytest.raises(CaMaterialInvalid, match="is not valid at"):
+        install_renewed_issuing_ca(old, good.certificate_pem, None, NOW)
+
+
+def _certify(ca: IssuingCa, name: x509.Name, root: x509.Certificate,
+             root_key: PrivateKey) -> bytes:
+    """``ca``'s key and extensions under ``name``, certified by ``root``."""
+    builder = (x509.CertificateBuilder().subject_name(name)
+               .issuer_name(root.subject).public_key(ca.key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(NOW).not_valid_after(NOW + timedelta(days=4000)))
+    for ext in ca.certificate.extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    return certificates_pem([builder.sign(root_key, signature_hash(root_key))])
