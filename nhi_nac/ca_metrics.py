@@ -20,8 +20,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -39,17 +42,7 @@ class CaMetrics(Collector):
         self._seen: dict[Path, tuple[tuple[int, int], float]] = {}
 
     def certificates(self) -> dict[str, Path]:
-        """The certificates the service depends on, by label, where they are on disk."""
-        data, ca_dir = self.ca.config.data_path, self.ca.dir
-        found = {"root": ca_dir / "root.pem", "issuing": ca_dir / "issuing.pem",
-                 "ocsp_responder": ca_dir / "ocsp.pem",
-                 "radius_server": data / TLS_DIR / "server.pem"}
-        api = self.ca.config.api
-        if api.tls_cert:
-            found["api_server"] = Path(api.tls_cert)
-        elif api.tls_names:
-            found["api_server"] = data / API_TLS_DIR / "server.pem"
-        return found
+        return service_certificates(self.ca)
 
     def _not_after(self, path: Path) -> float | None:
         try:
@@ -95,6 +88,64 @@ class CaMetrics(Collector):
             f"Enrollments queued for the database (503 past {MAX_ENROLL_QUEUE})")
         waiting.add_metric([], float(self.ca.enrollments_waiting))
         yield waiting
+
+
+def service_certificates(ca: CaService) -> dict[str, Path]:
+    """The certificates the service depends on, by label, where they are on disk."""
+    data, ca_dir = ca.config.data_path, ca.dir
+    found = {"root": ca_dir / "root.pem", "issuing": ca_dir / "issuing.pem",
+             "ocsp_responder": ca_dir / "ocsp.pem",
+             "radius_server": data / TLS_DIR / "server.pem"}
+    api = ca.config.api
+    if api.tls_cert:
+        found["api_server"] = Path(api.tls_cert)
+    elif api.tls_names:
+        found["api_server"] = data / API_TLS_DIR / "server.pem"
+    return found
+
+
+async def describe_ca(ca: CaService, now: dt.datetime) -> dict[str, Any]:
+    """``nhi-nac ca show``: the trust domain and root fingerprint, whether the root key is
+    on this machine, each certificate the service depends on (subject, key, notAfter,
+    days left), the newest CRL, the certificates issued by state, and the issuing CA's
+    warning (``issuing_ca_warning``), if any."""
+    issuing = ca.issuing_ca()
+    certificates: dict[str, dict[str, Any] | None] = {}
+    for label, path in service_certificates(ca).items():
+        try:  # the first certificate of the file: the leaf of a chain file
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+        except (OSError, ValueError):
+            certificates[label] = None
+            continue
+        certificates[label] = {
+            "subject": cert.subject.rfc4514_string(), "key": _key_name(cert.public_key()),
+            "not_after": cert.not_valid_after_utc,
+            "days_left": (cert.not_valid_after_utc - now).days, "file": str(path)}
+    crl = ca.crl
+    base = ca.public_base()
+    return {
+        "trust_domain": ca.config.ca.trust_domain,
+        "root_sha256": issuing.root.fingerprint(hashes.SHA256()).hex(),
+        "root_key": "here" if (ca.dir / "root.key").exists() else "offline",
+        "certificates": certificates,
+        "crl": None if crl is None else {
+            "number": crl.number, "entries": crl.entries, "this_update": crl.this_update,
+            "next_update": crl.next_update, "url": f"{base}/pki/v1/crl"},
+        "ocsp_url": f"{base}/pki/v1/ocsp",
+        "issued": await ca.certificate_counts(now),
+        "warning": issuing_ca_warning(issuing, now),
+    }
+
+
+def _key_name(key: Any) -> str:
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return {"secp256r1": "ECDSA P-256", "secp384r1": "ECDSA P-384"}.get(
+            key.curve.name, f"ECDSA {key.curve.name}")
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA {key.key_size}"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519"
+    return type(key).__name__
 
 
 def issuing_ca_warning(ca: pki.IssuingCa, now: dt.datetime) -> str | None:

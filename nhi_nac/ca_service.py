@@ -56,7 +56,7 @@ from typing import Any, NamedTuple
 import structlog
 from cryptography import x509
 from cryptography.x509 import ReasonFlags
-from sqlalchemy import bindparam, exists, func, insert, select, text, update
+from sqlalchemy import bindparam, case, exists, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Result
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -990,6 +990,20 @@ class CaService:
         async with self.inventory.db.read() as s:
             rows = (await s.execute(q)).all()
         return [_cert_view(c, f"{k}/{n}", now) for c, k, n in rows]
+
+    async def certificate_counts(self, now: dt.datetime) -> dict[str, int]:
+        """Certificates issued to identities, by state: ``valid``, ``held``
+        (certificateHold), ``revoked`` (for good) and ``expired`` (not revoked)."""
+        state = case(
+            (Credential.revocation_reason == ReasonFlags.certificate_hold.value, "held"),
+            (Credential.status == "revoked", "revoked"),
+            (Credential.expires_at <= now, "expired"), else_="valid")
+        rows = await self.inventory.db.run_read(lambda conn: conn.execute(
+            select(state, func.count()).where(Credential.type == "certificate")
+            .group_by(state)).all())
+        counts = dict.fromkeys(("valid", "held", "revoked", "expired"), 0)
+        counts.update({str(name): int(n) for name, n in rows})
+        return counts
 
     async def certificate(self, serial: str) -> tuple[CertificateView, str]:
         async with self.inventory.db.read() as s:

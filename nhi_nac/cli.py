@@ -23,6 +23,7 @@ from nhi_nac import agent_client, apitokens
 from nhi_nac.agents import GRANT_STATES, parse_label
 from nhi_nac.app import Services, build, event_loop_factory, initialise, serve
 from nhi_nac.bootstrap_tokens import create_bootstrap_token
+from nhi_nac.ca_metrics import describe_ca
 from nhi_nac.config import Config, load_config
 from nhi_nac.domain import IdentityKind, IdentityRef, IdentityStatus, format_scope, parse_scope
 from nhi_nac.durations import parse_duration
@@ -391,6 +392,33 @@ async def cmd_ca_fingerprint(a: argparse.Namespace, s: Services) -> int:
     root = s.ca.issuing_ca().root
     fingerprint = root.fingerprint(hashes.SHA256()).hex()
     _emit(a, {"sha256": fingerprint}, lambda: fingerprint)
+    return 0
+
+
+async def cmd_ca_show(a: argparse.Namespace, s: Services) -> int:
+    d = await describe_ca(s.ca, s.inventory.clock())
+
+    def human() -> str:
+        key = ("here, in " + str(s.ca.dir / "root.key") if d["root_key"] == "here"
+               else "offline (ca export-root --offline)")
+        lines = [f"trust domain  {d['trust_domain']}", f"root sha256   {d['root_sha256']}",
+                 f"root key      {key}"]
+        lines.append(_table([(label, c["subject"], c["key"],
+                              c["not_after"].strftime("%Y-%m-%dT%H:%M:%SZ"), c["days_left"])
+                             if c else (label, "(missing)", None, None, None)
+                             for label, c in d["certificates"].items()],
+                            ("certificate", "subject", "key", "not after", "days left")))
+        crl = d["crl"]
+        lines.append("crl           " + (
+            f"number {crl['number']}, {crl['entries']} entries, next update "
+            f"{crl['next_update']:%Y-%m-%dT%H:%M:%SZ}, at {crl['url']}" if crl else "none yet"))
+        lines.append(f"ocsp          {d['ocsp_url']}")
+        lines.append("issued        " + ", ".join(f"{n} {state}"
+                                                 for state, n in d["issued"].items()))
+        if d["warning"]:
+            lines.append(f"warning: {d['warning']}")
+        return "\n".join(lines)
+    _emit(a, d, human)
     return 0
 
 
@@ -768,6 +796,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = ca.add_parser("fingerprint", parents=[common],
                       help="SHA-256 of the root CA certificate (for enroll --root-fingerprint)")
     c.set_defaults(fn=cmd_ca_fingerprint)
+    c = ca.add_parser("show", parents=[common],
+                      help="the CA at a glance: its certificates and when they end, where "
+                           "the root key is, the CRL, what was issued")
+    c.set_defaults(fn=cmd_ca_show)
     c = ca.add_parser("export-root", parents=[common],
                       help="copy the root key (still encrypted) to a new file")
     c.add_argument("-o", "--output", required=True, help="the new file (0600)")

@@ -12,6 +12,7 @@ profiles may grant.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import time
 import urllib.request
@@ -150,6 +151,16 @@ def test_own_ca_after_init_metrics_and_the_issuing_ca_warning(tmp_path: Path) ->
             time.sleep(0.1)
         assert (m[("nhi_ca_crl_entries", ())], m[("nhi_ca_crl_number", ())]) == (1, number + 2)
 
+        # `ca show` says what an admin needs: the warning and its remedy, where the root
+        # key is (the admin's own: not here), what was issued.
+        shown = json.loads(svc.cli("--json", "ca", "show"))
+        assert "renew it (nhi-nac ca renew)" in shown["warning"]
+        assert shown["root_key"] == "offline" and shown["issued"] == {
+            "valid": 0, "held": 0, "revoked": 1, "expired": 0}
+        assert dt.datetime.fromisoformat(shown["certificates"]["issuing"]["not_after"]) \
+            .timestamp() == _not_after(ca_dir / "issuing.pem")
+        assert shown["crl"]["number"] >= number + 2 and shown["crl"]["entries"] == 1
+
         # The imported CA is renewed instead, by the admin's own root (elsewhere): the
         # same name and key, 400 days from now. Another key, or no certificate and no
         # root key here, is refused and changes nothing.
@@ -194,6 +205,9 @@ def test_own_ca_after_init_metrics_and_the_issuing_ca_warning(tmp_path: Path) ->
         _openssl("verify", "-CAfile", str(root), "-untrusted", str(out / "chain.pem"),
                  str(out / "cert.pem"))
         assert _metrics(svc)[(expiry, ("issuing",))] == _not_after(ca_dir / "issuing.pem")
+        shown = json.loads(svc.cli("--json", "ca", "show"))
+        assert shown["warning"] is None and shown["issued"]["valid"] == 1
+        assert shown["certificates"]["issuing"]["days_left"] in (399, 400)
     finally:
         log = svc.stop()
     warned = [line for line in log.splitlines() if "ca.issuing_ca_ending" in line]

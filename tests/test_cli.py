@@ -300,6 +300,10 @@ def test_ca_export_root_keeps_the_key_until_the_copy_is_on_disk(
                  str(ca / "chain.pem"), str(leaf))
     assert (ca / "chain.pem").read_bytes() == (ca / "issuing.pem").read_bytes()
     assert not key.exists()  # the root key stays offline
+    shown = run(env, "ca", "show").stdout
+    assert "root key      offline" in shown, shown
+    issuing_row = next(line for line in shown.splitlines() if line.startswith("issuing "))
+    assert ends(ca / "issuing.pem").strftime("%Y-%m-%dT%H:%M:%SZ") in issuing_row
 
 
 def test_every_command_and_option_explains_itself() -> None:
