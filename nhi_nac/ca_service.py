@@ -127,6 +127,8 @@ OCSP_CACHE_SECONDS = 60
 #: Cached OCSP responses at most (the oldest is dropped first).
 MAX_OCSP_CACHE = 10_000
 #: Outbox event types after which the CRL is re-signed and revocations reloaded.
+#: What ``cert list --status`` filters on.
+CERTIFICATE_STATES = ("valid", "expired", "revoked", "held")
 REVOCATION_EVENTS = ("certificate.revoked", "certificate.released", "identity.retired")
 
 
@@ -972,13 +974,27 @@ class CaService:
 
     async def certificates(self, identity: IdentityRef | None = None,
                            expiring_within: dt.timedelta | None = None,
-                           limit: int = 1000) -> list[CertificateView]:
+                           limit: int = 1000, status: str | None = None
+                           ) -> list[CertificateView]:
+        """Certificates issued to identities, soonest to end first: of ``identity``, valid
+        and ending within ``expiring_within``, and in one state (``CERTIFICATE_STATES``:
+        ``valid``, ``expired``, ``revoked`` for any reason, ``held`` on hold)."""
         q = select(Credential, Identity.kind, Identity.name).join(
             Identity, Identity.id == Credential.identity_id).where(
             Credential.type == "certificate")
         if identity is not None:
             q = q.where(Identity.kind == identity.kind.value, Identity.name == identity.name)
         now = self.inventory.clock()
+        if status is not None:
+            if status not in CERTIFICATE_STATES:
+                raise InvalidInput(f"unknown certificate state {status!r} "
+                                   f"({', '.join(CERTIFICATE_STATES)})")
+            q = q.where({
+                "valid": (Credential.status == "active") & queries.unexpired(now),
+                "expired": (Credential.status == "active") & ~queries.unexpired(now),
+                "revoked": Credential.status == "revoked",
+                "held": Credential.revocation_reason == ReasonFlags.certificate_hold.value,
+            }[status])
         if expiring_within is not None:
             # Still valid, and not for long: not those long expired (a workload renewed
             # daily leaves one a day), which would crowd out the ones about to lapse, nor

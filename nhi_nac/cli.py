@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import getpass
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from nhi_nac.agents import GRANT_STATES, parse_label
 from nhi_nac.app import Services, build, event_loop_factory, initialise, serve
 from nhi_nac.bootstrap_tokens import create_bootstrap_token
 from nhi_nac.ca_metrics import describe_ca
+from nhi_nac.ca_service import CERTIFICATE_STATES
 from nhi_nac.config import Config, load_config
 from nhi_nac.domain import IdentityKind, IdentityRef, IdentityStatus, format_scope, parse_scope
 from nhi_nac.durations import parse_duration
@@ -462,8 +464,10 @@ async def cmd_ca_renew(a: argparse.Namespace, s: Services) -> int:
 async def cmd_cert_list(a: argparse.Namespace, s: Services) -> int:
     rows = await s.ca.certificates(IdentityRef.parse(a.identity) if a.identity else None,
                                    parse_duration(a.expiring_within) if a.expiring_within
-                                   else None)
-    _emit(a, rows, lambda: _table([(c.serial, c.identity, c.profile, c.status,
+                                   else None, status=a.status)
+    _emit(a, rows, lambda: _table([(c.serial, c.identity, c.profile,
+                                    f"{c.status} ({c.revocation_reason})"
+                                    if c.revocation_reason else c.status,
                                     c.not_after.isoformat(timespec="seconds") if c.not_after
                                     else None) for c in rows],
                                   ("serial", "identity", "profile", "status", "not after")))
@@ -829,6 +833,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--identity", metavar="KIND/NAME", help="only this identity's")
     c.add_argument("--expiring-within", metavar="DURATION",
                    help="only valid ones that end within this long (e.g. 7d), soonest first")
+    c.add_argument("--status", choices=CERTIFICATE_STATES,
+                   help="only these: valid, expired, revoked (any reason) or held (on hold)")
     c.set_defaults(fn=cmd_cert_list)
     c = cert.add_parser("show", parents=[common], help="one certificate, with its PEM")
     c.add_argument("serial", help="hexadecimal (as cert list prints it)")
@@ -979,7 +985,23 @@ async def _run_command(args: argparse.Namespace, config: Config) -> int:
         await services.close()
 
 
+#: What a shell reports for a process that SIGPIPE ended (128 + 13).
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, where a failure could only be printed
+        return code
+    except BrokenPipeError:
+        # The reader went away (`nhi-nac audit show | head`): no traceback. Python flushes
+        # stdout again at exit, so point it at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)

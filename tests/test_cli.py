@@ -332,3 +332,16 @@ def test_every_command_and_option_explains_itself() -> None:
     for line in ("list", "show", "revoke", "release"):
         assert any(row.split()[:1] == [line] and len(row.split()) > 1
                    for row in listing.splitlines()), listing
+
+
+@pytest.mark.parametrize("command", ["config", "init"])  # more than a buffer; a few lines
+def test_a_reader_that_goes_away_ends_the_command_quietly(env: dict[str, str],
+                                                          command: str) -> None:
+    """`nhi-nac … | head`: when the reader closes the pipe, the command ends with the
+    shell's SIGPIPE status (141), not a Python traceback on the terminal."""
+    p = subprocess.Popen([*NHI, command], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    p.stdout.close()  # before the command has started writing
+    _, err = p.communicate(timeout=60)
+    assert (p.returncode, err) == (141, "")

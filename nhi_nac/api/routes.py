@@ -333,7 +333,7 @@ async def list_certificates(request: web.Request) -> web.Response:
     within = request.query.get("expiring_within")
     rows = await _ca(request).certificates(
         IdentityRef.parse(ident) if ident else None,
-        parse_duration(within) if within else None)
+        parse_duration(within) if within else None, status=request.query.get("status"))
     return _json(rows)
 
 
@@ -470,7 +470,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v1/segments/rollback/{version}", segments_rollback,
           "Re-apply an earlier version", ADMIN, ok=201),
     Route("GET", "/api/v1/certificates", list_certificates, "Issued certificates", READ_ROLES,
-          query=("identity", "expiring_within")),
+          query=("identity", "expiring_within", "status")),
     Route("GET", "/api/v1/certificates/{serial}", show_certificate, "One certificate",
           READ_ROLES),
     Route("POST", "/api/v1/certificates/{serial}/revoke", revoke_certificate,

@@ -297,6 +297,7 @@ async def test_expiring_within_lists_what_is_about_to_lapse_not_what_has(lab: La
     listed = {c.serial: c.status for c in await lab.ca.certificates(
         IdentityRef.parse("workload/api"))}
     assert listed == {serials[0]: "expired", serials[1]: "expired", serials[2]: "active"}
+    assert [c.serial for c in await lab.ca.certificates(status="expired")] == serials[:2]
     token = await apitokens.create_token(lab.inv, "auditor", "auditor", actor="t")
     r = await lab.client.get("/api/v1/certificates", params={"expiring_within": "7d"},
                              headers={"Authorization": f"Bearer {token}"})
@@ -919,9 +920,19 @@ async def test_an_identity_and_its_descendants_are_released_from_hold_together(
     assert r.status == 403 and await lab.counts() == before
     admin = {"Authorization": "Bearer "
              + await apitokens.create_token(lab.inv, "admin", "admin", actor="t")}
+    # What is on hold, and what is revoked for any reason (`cert list --status`).
+    r = await lab.client.get("/api/v1/certificates", params={"status": "held"}, headers=admin)
+    assert r.status == 200 and {c["serial"] for c in await r.json()} == {b1, job, api}
+    assert {c.serial for c in await lab.ca.certificates(status="revoked")} == {b1, b2, job,
+                                                                                 api}
+    r = await lab.client.get("/api/v1/certificates", params={"status": "on-hold"},
+                             headers=admin)
+    assert r.status == 400 and "valid, expired, revoked, held" in (await r.json())["detail"]
     r = await lab.client.post(path, headers=admin)
     assert r.status == 200
     assert sorted((await r.json())["released"]) == sorted([b1, job])
+    assert {c.serial for c in await lab.ca.certificates(status="valid")} == {b1, job}
+    assert {c.serial for c in await lab.ca.certificates(status="held")} == {api}
     for serial, status in ((b1, pki.CertStatus.GOOD), (job, pki.CertStatus.GOOD),
                            (b2, pki.CertStatus.REVOKED), (api, pki.CertStatus.REVOKED)):
         assert (await lab.ca.serial_status(int(serial, 16))).status is status, serial
