@@ -126,9 +126,11 @@ MAX_ENROLL_QUEUE = 4096
 OCSP_CACHE_SECONDS = 60
 #: Cached OCSP responses at most (the oldest is dropped first).
 MAX_OCSP_CACHE = 10_000
-#: Outbox event types after which the CRL is re-signed and revocations reloaded.
-#: What ``cert list --status`` filters on.
+#: The states ``cert list --status`` filters on and ``ca show`` counts.
 CERTIFICATE_STATES = ("valid", "expired", "revoked", "held")
+#: A certificate on hold (the one reversible revocation).
+_HELD = func.coalesce(Credential.revocation_reason, "") == ReasonFlags.certificate_hold.value
+#: Outbox event types after which the CRL is re-signed and revocations reloaded.
 REVOCATION_EVENTS = ("certificate.revoked", "certificate.released", "identity.retired")
 
 
@@ -978,7 +980,7 @@ class CaService:
                            ) -> list[CertificateView]:
         """Certificates issued to identities, soonest to end first: of ``identity``, valid
         and ending within ``expiring_within``, and in one state (``CERTIFICATE_STATES``:
-        ``valid``, ``expired``, ``revoked`` for any reason, ``held`` on hold)."""
+        ``valid``, ``expired``, ``revoked`` for good, ``held`` on hold)."""
         q = select(Credential, Identity.kind, Identity.name).join(
             Identity, Identity.id == Credential.identity_id).where(
             Credential.type == "certificate")
@@ -992,8 +994,8 @@ class CaService:
             q = q.where({
                 "valid": (Credential.status == "active") & queries.unexpired(now),
                 "expired": (Credential.status == "active") & ~queries.unexpired(now),
-                "revoked": Credential.status == "revoked",
-                "held": Credential.revocation_reason == ReasonFlags.certificate_hold.value,
+                "revoked": (Credential.status == "revoked") & ~_HELD,
+                "held": _HELD,
             }[status])
         if expiring_within is not None:
             # Still valid, and not for long: not those long expired (a workload renewed
@@ -1008,16 +1010,16 @@ class CaService:
         return [_cert_view(c, f"{k}/{n}", now) for c, k, n in rows]
 
     async def certificate_counts(self, now: dt.datetime) -> dict[str, int]:
-        """Certificates issued to identities, by state: ``valid``, ``held``
-        (certificateHold), ``revoked`` (for good) and ``expired`` (not revoked)."""
+        """Certificates issued to identities, by state (``CERTIFICATE_STATES``): ``valid``,
+        ``expired`` (not revoked), ``revoked`` (for good) and ``held`` (certificateHold)."""
         state = case(
-            (Credential.revocation_reason == ReasonFlags.certificate_hold.value, "held"),
+            (_HELD, "held"),
             (Credential.status == "revoked", "revoked"),
             (Credential.expires_at <= now, "expired"), else_="valid")
         rows = await self.inventory.db.run_read(lambda conn: conn.execute(
             select(state, func.count()).where(Credential.type == "certificate")
             .group_by(state)).all())
-        counts = dict.fromkeys(("valid", "held", "revoked", "expired"), 0)
+        counts = dict.fromkeys(CERTIFICATE_STATES, 0)
         counts.update({str(name): int(n) for name, n in rows})
         return counts
 

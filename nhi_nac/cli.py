@@ -834,7 +834,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--expiring-within", metavar="DURATION",
                    help="only valid ones that end within this long (e.g. 7d), soonest first")
     c.add_argument("--status", choices=CERTIFICATE_STATES,
-                   help="only these: valid, expired, revoked (any reason) or held (on hold)")
+                   help="only these: valid, expired, revoked (for good) or held (on hold)")
     c.set_defaults(fn=cmd_cert_list)
     c = cert.add_parser("show", parents=[common], help="one certificate, with its PEM")
     c.add_argument("serial", help="hexadecimal (as cert list prints it)")

@@ -923,8 +923,7 @@ async def test_an_identity_and_its_descendants_are_released_from_hold_together(
     # What is on hold, and what is revoked for any reason (`cert list --status`).
     r = await lab.client.get("/api/v1/certificates", params={"status": "held"}, headers=admin)
     assert r.status == 200 and {c["serial"] for c in await r.json()} == {b1, job, api}
-    assert {c.serial for c in await lab.ca.certificates(status="revoked")} == {b1, b2, job,
-                                                                                 api}
+    assert [c.serial for c in await lab.ca.certificates(status="revoked")] == [b2]
     r = await lab.client.get("/api/v1/certificates", params={"status": "on-hold"},
                              headers=admin)
     assert r.status == 400 and "valid, expired, revoked, held" in (await r.json())["detail"]
