@@ -773,6 +773,8 @@ class CaService:
         return released
 
     async def _released(self, serials: Sequence[str]) -> None:
+        if not serials:
+            return  # nothing changed: the CRL in force stays
         for serial in serials:
             self._forget_revoked(int(serial or "0", 16))
         self._ocsp_cache.clear()

@@ -502,7 +502,8 @@ async def cmd_cert_release(a: argparse.Namespace, s: Services) -> int:
         return 0
     released = await s.ca.release_identity(IdentityRef.parse(a.identity), actor=_actor())
     _emit(a, {"released": released},
-          lambda: f"released {len(released)} certificate(s) from hold; CRL re-signed")
+          lambda: f"released {len(released)} certificate(s) from hold; CRL re-signed"
+          if released else f"no certificate of {a.identity} or its descendants is on hold")
     return 0
 
 
