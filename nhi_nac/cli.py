@@ -78,6 +78,11 @@ def _emit(args: argparse.Namespace, data: Any, human: Callable[[], str]) -> None
         print(human())
 
 
+def _status_text(status: str, revocation_reason: str | None) -> str:
+    """A credential's status, with the reason of a revocation: ``revoked (keyCompromise)``."""
+    return f"{status} ({revocation_reason})" if revocation_reason else status
+
+
 def _identity_text(v: IdentityView) -> str:
     lines = [
         f"identity     {v.ref}",
@@ -95,8 +100,7 @@ def _identity_text(v: IdentityView) -> str:
     if v.credentials:
         lines.append("credentials:")
         lines.append(_table([(c.type, c.serial, c.fingerprint[:16],
-                              f"{c.status} ({c.revocation_reason})" if c.revocation_reason
-                              else c.status,
+                              _status_text(c.status, c.revocation_reason),
                               c.expires_at.isoformat() if c.expires_at else None)
                              for c in v.credentials],
                             ("type", "serial", "fingerprint", "status", "expires")))
@@ -380,13 +384,14 @@ async def cmd_ca_init(a: argparse.Namespace, s: Services) -> int:
     return 0
 
 
-async def _publish_new_ca(a: argparse.Namespace, s: Services, done: list[str]) -> None:
-    """After ``ca init`` or ``ca import``: the service's own certificates and a CRL from
-    the new CA."""
+async def _publish_new_ca(a: argparse.Namespace, s: Services, done: list[str],
+                          published: str = "published by the new CA (a running nhi-nac "
+                                           "serve issues from it once restarted)") -> None:
+    """After ``ca init``, ``ca import`` or ``ca renew``: the service's own certificates
+    and a CRL from the CA now on disk."""
     done += s.ca.issue_service_certificates(s.inventory.clock(), force=True)
     crl = await s.ca.publish_crl()
-    done.append(f"CRL {crl.number} published by the new CA (a running nhi-nac serve "
-                "issues from it once restarted)")
+    done.append(f"CRL {crl.number} {published}")
     _emit(a, {"done": done}, lambda: "\n".join(done))
 
 
@@ -453,11 +458,8 @@ async def cmd_ca_renew(a: argparse.Namespace, s: Services) -> int:
     done = s.ca.renew_issuing(s.inventory.clock(),
                               root_key=Path(a.root_key) if a.root_key else None,
                               cert_pem=cert, chain_pem=chain)
-    done += s.ca.issue_service_certificates(s.inventory.clock(), force=True)
-    crl = await s.ca.publish_crl()
-    done.append(f"CRL {crl.number} published; a running nhi-nac serve uses the renewed CA "
-                "within seconds")
-    _emit(a, {"done": done}, lambda: "\n".join(done))
+    await _publish_new_ca(a, s, done, "published; a running nhi-nac serve uses the "
+                                      "renewed CA within seconds")
     return 0
 
 
@@ -466,8 +468,7 @@ async def cmd_cert_list(a: argparse.Namespace, s: Services) -> int:
                                    parse_duration(a.expiring_within) if a.expiring_within
                                    else None, status=a.status)
     _emit(a, rows, lambda: _table([(c.serial, c.identity, c.profile,
-                                    f"{c.status} ({c.revocation_reason})"
-                                    if c.revocation_reason else c.status,
+                                    _status_text(c.status, c.revocation_reason),
                                     c.not_after.isoformat(timespec="seconds") if c.not_after
                                     else None) for c in rows],
                                   ("serial", "identity", "profile", "status", "not after")))

@@ -208,12 +208,7 @@ def import_issuing_ca(
     if not certificate.extensions.get_extension_for_class(x509.KeyUsage).value.crl_sign:
         raise CaMaterialInvalid("the issuing CA lacks the cRLSign key usage; it cannot sign CRLs")
     path = _build_path(certificate, load_certificates(chain_pem))
-    for cert in path:
-        _check_is_ca(cert)
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            raise CaMaterialInvalid(
-                f"CA certificate {cert.subject.rfc4514_string()} is not valid at {now:%Y-%m-%d}"
-            )
+    _check_path_in_force(path, now)
     if trust_domain is not None:
         _check_permits_trust_domain(path, check_trust_domain(trust_domain))
     return IssuingCa(certificate, key, tuple(path[:-1]), path[-1])
@@ -290,16 +285,21 @@ def install_renewed_issuing_ca(
         raise CaMaterialInvalid(
             f"the renewed certificate chains to {path[-1].subject.rfc4514_string()}, not "
             "to this CA's root (which workloads and supplicants trust)")
+    _check_path_in_force(path, now)
+    _check_extends(ca.certificate, renewed.not_valid_after_utc, path[1])
+    if trust_domain is not None:
+        _check_permits_trust_domain(path, check_trust_domain(trust_domain))
+    return IssuingCa(renewed, ca.key, tuple(path[:-1]), ca.root)
+
+
+def _check_path_in_force(path: Sequence[x509.Certificate], now: datetime) -> None:
+    """Every certificate of ``path`` is a CA and valid at ``now``."""
     for cert in path:
         _check_is_ca(cert)
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise CaMaterialInvalid(
                 f"CA certificate {cert.subject.rfc4514_string()} is not valid at "
                 f"{now:%Y-%m-%d %H:%M}")
-    _check_extends(ca.certificate, renewed.not_valid_after_utc, path[1])
-    if trust_domain is not None:
-        _check_permits_trust_domain(path, check_trust_domain(trust_domain))
-    return IssuingCa(renewed, ca.key, tuple(path[:-1]), ca.root)
 
 
 def _check_extends(current: x509.Certificate, not_after: datetime,
